@@ -1,0 +1,1 @@
+"""Apply: the only code that writes the campaign folder."""

@@ -1,0 +1,209 @@
+"""Execute a plan: dependency order, one task per candidate at a time.
+
+After each finished task the candidate is planned again from its fresh
+records, so a stage whose upstream reran to an identical result is kept,
+and a screen that fails blocks what follows.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aimmat
+from aimmat.apply.backend import make_backend
+from aimmat.apply.prepare import new_candidates
+from aimmat.apply.runner import StageTask, TaskResult, run_task
+from aimmat.manifest.load import CampaignSpec
+from aimmat.plan.plan import Action, Plan, StageAction, plan, plan_candidate
+from aimmat.state import journal
+from aimmat.state.atomic import write_json_atomic
+from aimmat.state.lock import CampaignLock
+from aimmat.state.scan import CAMPAIGN_FILE, Observed, scan, scan_candidate
+
+
+@dataclass
+class ApplySummary:
+    ran: Counter = field(default_factory=Counter)  # (stage, status) -> n
+    failed: list[TaskResult] = field(default_factory=list)
+    kept: int = 0
+    blocked: int = 0
+    pruned: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def n_ran(self) -> int:
+        return sum(self.ran.values())
+
+
+class Progress:
+    """One status line on a terminal, one line per finished task otherwise."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.done: Counter = Counter()
+        self.running: Counter = Counter()
+        self.failed = 0
+
+    def _line(self) -> str:
+        stages = sorted(set(self.done) | set(self.running), key=lambda s: ["import", "screen", "relax", "scf", "elastic"].index(s))
+        parts = [f"{s} {self.done[s]}" + (f" (+{self.running[s]} running)" if self.running[s] else "") for s in stages]
+        return "apply: " + " | ".join(parts) + (f" | failed {self.failed}" if self.failed else "")
+
+    def start(self, stage: str) -> None:
+        self.running[stage] += 1
+        if self.enabled and self.tty:
+            print("\r" + self._line(), end="", file=sys.stderr, flush=True)
+
+    def finish(self, res: TaskResult) -> None:
+        self.running[res.stage] -= 1
+        self.done[res.stage] += 1
+        self.failed += res.status == "failed"
+        if not self.enabled:
+            return
+        if self.tty:
+            print("\r" + self._line() + "\033[K", end="", file=sys.stderr, flush=True)
+        else:
+            tail = f" ({res.failure_code})" if res.failure_code else ""
+            print(f"  {res.stage:8s} {res.set_name}/{res.cand_id}: {res.status}{tail}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            print(file=sys.stderr)
+
+
+def _reconcile_journal(campaign_dir: Path, observed: Observed) -> None:
+    """Close journal entries a crash left open, from what the records say."""
+    events = journal.read(campaign_dir)
+    open_ = journal.open_attempts(events)
+    started = {k for k in ((e.get("set"), e.get("cand"), e.get("stage"), e.get("attempt")) for e in events if e["event"] == "stage_start")}
+    for (s, c), cobs in observed.candidates.items():
+        for stage, rec in cobs.stages.items():
+            for att in rec.attempts:
+                k = (s, c, stage, att.n)
+                if att.status == "running" and k not in started:
+                    journal.append(campaign_dir, "stage_start", set=s, cand=c, stage=stage, key=att.key, attempt=att.n, recovered=True)
+                    open_[k] = {}
+                if k not in open_:
+                    continue
+                if att.status == "running":
+                    journal.append(campaign_dir, "stage_interrupted", set=s, cand=c, stage=stage, key=att.key, attempt=att.n)
+                elif att.status == "done":
+                    journal.append(campaign_dir, "stage_done", set=s, cand=c, stage=stage, key=att.key, attempt=att.n, recovered=True)
+                else:
+                    final = rec.status == "failed" and att.n == rec.attempts[-1].n
+                    journal.append(campaign_dir, "stage_failed", set=s, cand=c, stage=stage, key=att.key, attempt=att.n, failure_code=att.failure_code, final=final, recovered=True)
+                open_.pop(k)
+    for k in open_:  # started in the journal, never reached a record
+        journal.append(campaign_dir, "stage_interrupted", set=k[0], cand=k[1], stage=k[2], attempt=k[3], key=open_[k].get("key", ""))
+
+
+def _task(spec: CampaignSpec, a: StageAction, cobs, imports) -> StageTask:
+    base = dict(campaign_dir=str(spec.campaign_dir), set_name=a.set_name, cand_id=a.cand_id, stage=a.stage, key=a.key, key_inputs=a.key_inputs)
+    if a.stage == "import":
+        return StageTask(**base, candidate=imports[(a.set_name, a.cand_id)].model_dump(mode="json"))
+    cfg = getattr(spec.manifest.stages, a.stage)
+    structure = cobs.record.structure if a.stage in ("screen", "relax") else cobs.stages["relax"].outputs["structure"]
+    profile = spec.manifest.profiles[cfg.profile].model_dump() if a.stage != "screen" else None
+    return StageTask(**base, structure=structure, stage_cfg=cfg.model_dump(), profile=profile, max_attempts=spec.manifest.retry.max_attempts)
+
+
+def _first_runnable(actions: list[StageAction]) -> StageAction | None:
+    for a in actions:
+        if a.action in (Action.CREATE, Action.RERUN):
+            return a
+        if not (a.action == Action.KEEP and a.state == "done"):
+            return None
+    return None
+
+
+def _prune(spec: CampaignSpec, orphans: list[StageAction]) -> list[str]:
+    removed = []
+    for o in orphans:
+        if o.stage == "set":
+            path = spec.campaign_dir / o.set_name
+        elif o.stage == "candidate":
+            path = spec.campaign_dir / o.set_name / o.cand_id
+        else:
+            path = spec.campaign_dir / o.set_name / o.cand_id / o.stage
+        if path.exists():
+            shutil.rmtree(path)
+            journal.append(spec.campaign_dir, "pruned", path=str(path.relative_to(spec.campaign_dir)), reason="; ".join(o.reasons))
+            removed.append(str(path.relative_to(spec.campaign_dir)))
+    return removed
+
+
+def apply(
+    spec: CampaignSpec,
+    *,
+    jobs: int = 1,
+    target: tuple[str, str | None] | None = None,
+    replace: frozenset[str] = frozenset(),
+    prune: bool = False,
+    progress: bool = True,
+) -> tuple[ApplySummary, Plan]:
+    t0 = time.perf_counter()
+    cdir = spec.campaign_dir
+    # Validate every input before the first write (exit 3, folder untouched).
+    observed = scan(cdir)
+    imports = new_candidates(spec, observed)
+    summary = ApplySummary()
+    cdir.mkdir(parents=True, exist_ok=True)
+    with CampaignLock(cdir):
+        journal.repair_tail(cdir)
+        observed = scan(cdir)
+        for tmp in observed.temp_files:  # half-written files of a killed apply
+            tmp.unlink(missing_ok=True)
+        _reconcile_journal(cdir, observed)
+        journal.append(cdir, "apply_start", manifest_sha256=spec.sha256, aimmat=aimmat.__version__, pid=__import__("os").getpid())
+        initial = plan(spec, observed, replace=replace, target=target, alive=lambda rec: False)
+        if prune:
+            summary.pruned = _prune(spec, initial.orphans)
+        srcs = {(s.set_name, s.cand_id): s for s in spec.candidates}
+        queue = list(dict.fromkeys((a.set_name, a.cand_id) for a in initial.actions if a.pending))
+        replace_left = {k: set(replace) for k in queue}
+        backend = make_backend(jobs)
+        prog = Progress(progress)
+        inflight = {}
+
+        def schedule(cand) -> None:
+            cobs = scan_candidate(cdir, *cand)
+            acts = plan_candidate(spec, srcs[cand], cobs, replace=frozenset(replace_left[cand]), alive=lambda rec: False)
+            a = _first_runnable(acts)
+            if a is None:
+                return
+            replace_left[cand].discard(a.stage)
+            prog.start(a.stage)
+            inflight[backend.submit(run_task, _task(spec, a, cobs, imports))] = cand
+
+        try:
+            while queue or inflight:
+                while queue and len(inflight) < max(1, jobs):
+                    schedule(queue.pop(0))
+                if not inflight:
+                    continue
+                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    cand = inflight.pop(fut)
+                    res = fut.result()
+                    prog.finish(res)
+                    summary.ran[(res.stage, res.status)] += 1
+                    if res.status == "failed":
+                        summary.failed.append(res)
+                    queue.insert(0, cand)  # continue this candidate's chain first
+        finally:
+            prog.close()
+            backend.shutdown()
+        final = plan(spec, scan(cdir), target=target, alive=lambda rec: False)
+        summary.kept = final.count(Action.KEEP)
+        summary.blocked = final.count(Action.BLOCKED)
+        write_json_atomic(cdir / CAMPAIGN_FILE, {"manifest_sha256": spec.sha256, "manifest": str(spec.path), "aimmat": aimmat.__version__, "applied": journal.now_iso()})
+        journal.append(cdir, "apply_end", ran=summary.n_ran, failed=len(summary.failed))
+    summary.wall_s = time.perf_counter() - t0
+    return summary, final

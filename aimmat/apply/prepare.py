@@ -1,0 +1,46 @@
+"""Checks and inputs that need the file system but must run before anything
+is written: new or changed source structures are parsed here, so a bad
+structure file stops diff and apply with exit 3 and an untouched folder."""
+
+from __future__ import annotations
+
+from aimmat.errors import ManifestError
+from aimmat.manifest.identity import sha256_json, structure_sha256
+from aimmat.manifest.load import CampaignSpec
+from aimmat.manifest.sources import read_structure
+from aimmat.plan.keys import import_inputs
+from aimmat.state.records import CandidateRecord
+from aimmat.state.scan import Observed
+
+
+def new_candidates(spec: CampaignSpec, observed: Observed) -> dict[tuple[str, str], CandidateRecord]:
+    """CandidateRecords for every candidate whose import is pending."""
+    elements = {s.name: s for s in spec.manifest.candidate_sets}
+    out: dict[tuple[str, str], CandidateRecord] = {}
+    for src in spec.candidates:
+        inputs = import_inputs(src)
+        key = sha256_json(inputs)
+        cobs = observed.candidates.get((src.set_name, src.cand_id))
+        if cobs and cobs.record and cobs.record.key == key:
+            continue
+        structure = read_structure(src)
+        cset = elements[src.set_name]
+        n_el = len(structure.composition.elements)
+        if cset.check_elements and n_el != cset.elements:
+            raise ManifestError(
+                f"{src.path}: {structure.composition.reduced_formula} has {n_el} element(s), "
+                f"but set '{src.set_name}' declares elements: {cset.elements}",
+                fix="move the file to the matching set, or set `check_elements: false` on the set",
+            )
+        out[(src.set_name, src.cand_id)] = CandidateRecord(
+            set_name=src.set_name,
+            cand_id=src.cand_id,
+            elements=cset.elements,
+            formula=structure.composition.reduced_formula,
+            key=key,
+            key_inputs=inputs,
+            structure=structure.as_dict(),
+            structure_sha256=structure_sha256(structure),
+            provenance=src.provenance(),
+        )
+    return out

@@ -1,0 +1,161 @@
+"""`aimmat` command: parse arguments, format output, map errors to exit codes.
+
+Results (plans, JSON) go to stdout; messages and progress to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+
+import click
+
+from aimmat import __version__
+from aimmat.errors import EXIT_CHANGES_PENDING, EXIT_FAILED_STAGES, AimmatError, UsageError
+
+_DEBUG = False
+
+
+def _parse_target(value: str | None):
+    if not value:
+        return None
+    parts = value.strip("/").split("/")
+    if len(parts) > 2 or not parts[0]:
+        raise UsageError(f"--target '{value}': expected SET or SET/CANDIDATE")
+    return (parts[0], parts[1] if len(parts) == 2 else None)
+
+
+def _check_target(spec, target) -> None:
+    if target is None:
+        return
+    if target[0] not in spec.sets():
+        raise UsageError(f"--target: no candidate set '{target[0]}' in {spec.path} (sets: {', '.join(spec.sets())})")
+    if target[1] and not any(c.set_name == target[0] and c.cand_id == target[1] for c in spec.candidates):
+        raise UsageError(f"--target: no candidate '{target[1]}' in set '{target[0]}'")
+
+
+def _check_replace(spec, replace) -> frozenset[str]:
+    for st in replace:
+        if st != "import" and st not in spec.stages:
+            raise UsageError(f"--replace {st}: stage not enabled in the manifest (enabled: {', '.join(['import'] + spec.stages)})")
+    return frozenset(replace)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aimmat")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def cli(debug: bool) -> None:
+    """AI-driven materials-discovery campaigns as declared state."""
+    global _DEBUG
+    _DEBUG = debug
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the manifest."""
+    from aimmat.manifest.models import Manifest
+
+    click.echo(json.dumps(Manifest.model_json_schema(), indent=2))
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--exit-code", is_flag=True, help="Exit 10 when changes are pending, 0 when none.")
+@click.option("--target", help="Restrict to SET or SET/CANDIDATE.")
+@click.option("--replace", multiple=True, help="Show STAGE as forced to rerun.")
+@click.option("-v", "--verbose", is_flag=True, help="List kept stages too.")
+def diff(manifest, as_json, exit_code, target, replace, verbose) -> None:
+    """Show what differs between MANIFEST and its campaign folder, and why."""
+    from aimmat.apply.prepare import new_candidates
+    from aimmat.manifest import load_manifest
+    from aimmat.plan import plan
+    from aimmat.plan.show import format_plan
+    from aimmat.state.scan import scan
+
+    spec = load_manifest(manifest)
+    tgt = _parse_target(target)
+    _check_target(spec, tgt)
+    observed = scan(spec.campaign_dir)
+    new_candidates(spec, observed)  # parse new structure files: bad ones are exit 3 here too
+    p = plan(spec, observed, replace=_check_replace(spec, replace), target=tgt)
+    if as_json:
+        click.echo(json.dumps(p.to_json(), indent=1))
+    else:
+        click.echo(format_plan(p, verbose=verbose))
+    if exit_code and p.has_changes:
+        sys.exit(EXIT_CHANGES_PENDING)
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=1, show_default=True, help="Stage tasks run at once (local process pool when > 1).")
+@click.option("--target", help="Restrict to SET or SET/CANDIDATE.")
+@click.option("--replace", multiple=True, help="Force STAGE to rerun (repeatable).")
+@click.option("--prune", is_flag=True, help="Delete orphans (folders not in the manifest).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def apply(manifest, jobs, target, replace, prune, quiet) -> None:
+    """Make the campaign folder match MANIFEST."""
+    from aimmat.apply.executor import apply as run_apply
+    from aimmat.manifest import load_manifest
+    from aimmat.plan.show import summary_line
+
+    spec = load_manifest(manifest)
+    tgt = _parse_target(target)
+    _check_target(spec, tgt)
+    summary, final = run_apply(spec, jobs=jobs, target=tgt, replace=_check_replace(spec, replace), prune=prune, progress=not quiet)
+    if summary.n_ran == 0 and not summary.pruned:
+        click.echo(f"Nothing to do: {summary.kept} stages up to date" + (f", {summary.blocked} blocked." if summary.blocked else "."))
+    else:
+        ran = ", ".join(f"{st} {status} {n}" for (st, status), n in sorted(summary.ran.items()))
+        click.echo(f"Applied in {summary.wall_s:.1f} s: {summary.n_ran} stage task(s) run ({ran}).")
+    for p in summary.pruned:
+        click.echo(f"  pruned {p}")
+    for f in summary.failed:
+        click.echo(f"  failed {f.set_name}/{f.cand_id} {f.stage}: {f.failure_code} after {f.attempts} attempt(s)", err=True)
+    orphans = final.orphans
+    if orphans:
+        click.echo(f"  {len(orphans)} orphan(s) left in place; `aimmat apply --prune` removes them.", err=True)
+    click.echo(summary_line(final))
+    failed_now = [a for a in final.actions if a.state == "failed"]
+    if failed_now:
+        sys.exit(EXIT_FAILED_STAGES)
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print status as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="One line per candidate.")
+def status(manifest, as_json, verbose) -> None:
+    """Candidates by status, per candidate set."""
+    from aimmat.manifest import load_manifest
+    from aimmat.state.scan import scan
+    from aimmat.state.show import format_status, status_table
+
+    spec = load_manifest(manifest)
+    table = status_table(spec, scan(spec.campaign_dir))
+    click.echo(json.dumps(table, indent=1) if as_json else format_status(table, verbose=verbose))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except AimmatError as exc:
+        if _DEBUG:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; run `aimmat apply` again to resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""CHGNet universal potential through its ASE calculator.
+
+The weights ship inside the `chgnet` package: loading reads no network.
+"""
+
+from __future__ import annotations
+
+import os
+
+from aimmat.engines.ase_engine import AseEngine
+
+
+class ChgnetEngine(AseEngine):
+    name = "chgnet"
+
+    def __init__(self, model: str = "0.3.0"):
+        self.model_version = model
+        self._calc = None
+
+    def calculator(self):
+        if self._calc is None:
+            import torch
+            from chgnet.model import CHGNet
+            from chgnet.model.dynamics import CHGNetCalculator
+
+            threads = int(os.environ.get("AIMMAT_TORCH_THREADS", "0"))
+            if threads > 0:
+                torch.set_num_threads(threads)
+            model = CHGNet.load(model_name=self.model_version, verbose=False)
+            self._calc = CHGNetCalculator(model=model, use_device="cpu", on_isolated_atoms="warn")
+        return self._calc

@@ -1,0 +1,88 @@
+"""Load a manifest: YAML -> validated models -> resolved candidate sources.
+
+Loading reads and never writes. Every problem becomes a ManifestError that
+names the file, line and key path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from aimmat.errors import ManifestError
+from aimmat.manifest.identity import sha256_file
+from aimmat.manifest.models import Manifest
+from aimmat.manifest.sources import CandidateSource, resolve_files
+from aimmat.manifest.yamlpos import line_of, load_yaml_with_lines
+
+
+@dataclass
+class CampaignSpec:
+    """A validated manifest plus what it resolves to on this machine."""
+
+    manifest: Manifest
+    path: Path
+    sha256: str
+    candidates: list[CandidateSource] = field(default_factory=list)
+
+    @property
+    def base(self) -> Path:
+        return self.path.parent
+
+    @property
+    def campaign_dir(self) -> Path:
+        root = Path(self.manifest.campaign.root)
+        if not root.is_absolute():
+            root = self.base / root
+        return root / self.manifest.campaign.name
+
+    @property
+    def stages(self) -> list[str]:
+        return self.manifest.stages.enabled()
+
+    def sets(self) -> list[str]:
+        return [s.name for s in self.manifest.candidate_sets]
+
+
+def _format_validation(exc: ValidationError, path: Path, lines: dict) -> ManifestError:
+    parts = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        # Discriminated unions put the tag in the location ("profiles.x.emt.max_steps"):
+        # drop it so the path is the one the user wrote.
+        loc = tuple(p for p in loc if p not in {"emt", "chgnet", "files"} or loc.index(p) == 0)
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        line = line_of(lines, loc)
+        where = f"{path}:{line}" if line else str(path)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (typo?)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        given = err.get("input")
+        detail = f" (got {given!r})" if err["type"] not in {"missing", "extra_forbidden"} and not isinstance(given, (dict, list)) else ""
+        parts.append(f"{where}: {key}: {msg}{detail}")
+    fix = "see `aimmat schema` for every key, its type and its unit"
+    return ManifestError("invalid manifest:\n  " + "\n  ".join(parts), fix=fix)
+
+
+def load_manifest(path: str | Path) -> CampaignSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest file not found", fix="give the path to a manifest YAML file")
+    data, lines = load_yaml_with_lines(path)
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: a manifest must be a YAML mapping, got {type(data).__name__}")
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation(exc, path, lines) from None
+    spec = CampaignSpec(manifest=manifest, path=path.resolve(), sha256=sha256_file(path))
+    for i, cs in enumerate(manifest.candidate_sets):
+        where = f"{path}:{line_of(lines, ('candidate_sets', i, 'source'))}: candidate_sets.{i}.source"
+        spec.candidates.extend(resolve_files(cs.name, cs.source.glob, cs.source.format, spec.base, where))
+    return spec

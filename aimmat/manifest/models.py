@@ -1,0 +1,200 @@
+"""Manifest models (desired state). Every model forbids unknown keys.
+
+Units are part of field names (``fmax_ev_per_a``, ``min_distance_a``) and are
+converted once, at the engine boundary.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+STAGES = ("screen", "relax", "scf", "elastic")
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _safe_segment(value: str) -> str:
+    if not _SAFE.match(value) or value in {".", ".."} or ".." in value:
+        raise ValueError(
+            f"'{value}' is not a safe folder name: use letters, digits, '.', '_' or '-', "
+            "start with a letter or digit, at most 100 characters, no '..'"
+        )
+    return value
+
+
+SafeId = Annotated[str, AfterValidator(_safe_segment)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CampaignSection(Strict):
+    name: SafeId = Field(description="Campaign id; the folder under `root`.")
+    root: str = Field("campaigns", description="Folder holding campaigns, relative to the manifest.")
+
+
+# ---------------------------------------------------------------- profiles
+class _AseProfile(Strict):
+    """Shared settings of engines driven through an ASE calculator."""
+
+    fmax_ev_per_a: float = Field(0.05, gt=0, description="Force threshold of relaxations (eV/A).")
+    max_steps: int = Field(300, gt=0, le=100000, description="Optimizer step cap per attempt.")
+    optimizer: Literal["FIRE", "BFGS", "LBFGS"] = Field("FIRE", description="ASE optimizer.")
+
+    # Parameters that change the result of a single point; relaxations also
+    # read the optimizer settings. Stage keys hold only what the stage reads,
+    # so that tightening fmax does not throw away a finished SCF.
+    STATIC_FIELDS: ClassVar[tuple[str, ...]] = ("kind",)
+
+    def key_params(self, stage: str) -> dict[str, Any]:
+        data = self.model_dump()
+        if stage == "scf":
+            return {k: data[k] for k in self.STATIC_FIELDS}
+        return data
+
+
+class EmtProfile(_AseProfile):
+    """ASE's EMT potential: for fast tests of the machinery only."""
+
+    kind: Literal["emt"]
+
+
+class ChgnetProfile(_AseProfile):
+    """CHGNet universal potential; weights ship in the `chgnet` package."""
+
+    kind: Literal["chgnet"]
+    model: Literal["0.3.0", "0.2.0"] = Field("0.3.0", description="CHGNet weights version.")
+    STATIC_FIELDS: ClassVar[tuple[str, ...]] = ("kind", "model")
+
+
+Profile = Annotated[Union[EmtProfile, ChgnetProfile], Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------- sources
+class FilesSource(Strict):
+    """Structures read from files: CIF, POSCAR, extxyz (one or many frames), pymatgen JSON."""
+
+    kind: Literal["files"]
+    glob: list[str] = Field(description="Glob patterns relative to the manifest.", min_length=1)
+    format: Literal["auto", "cif", "poscar", "extxyz", "json"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_glob(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("glob"), str):
+            data = {**data, "glob": [data["glob"]]}
+        return data
+
+
+# The generator source (model checkpoint, count, seed) joins this union with
+# the model issue; plans and records already treat sources opaquely.
+Source = Annotated[Union[FilesSource], Field(discriminator="kind")]
+
+
+class CandidateSetSpec(Strict):
+    name: SafeId = Field(description="Set id, e.g. '2-element'; a folder of the campaign.")
+    elements: int = Field(ge=1, le=10, description="Number of distinct elements per candidate.")
+    source: Source
+    check_elements: bool = Field(True, description="Refuse structures whose element count differs.")
+
+
+# ---------------------------------------------------------------- stages
+class ScreenStage(Strict):
+    min_distance_a: float = Field(0.5, gt=0, description="Smallest allowed interatomic distance (A).")
+    density_min_g_cm3: float = Field(0.5, ge=0)
+    density_max_g_cm3: float = Field(25.0, gt=0)
+    charge_neutral: bool = Field(True, description="SMACT charge neutrality + electronegativity test.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ScreenStage":
+        if self.density_min_g_cm3 >= self.density_max_g_cm3:
+            raise ValueError("density_min_g_cm3 must be below density_max_g_cm3")
+        return self
+
+
+class RelaxStage(Strict):
+    profile: SafeId
+
+
+class ScfStage(Strict):
+    profile: SafeId
+
+
+def _strains(values: list[float]) -> list[float]:
+    for v in values:
+        if v == 0 or abs(v) > 0.1:
+            raise ValueError(f"strain magnitude {v} must be non-zero and at most 0.1 in size")
+    if len(set(values)) != len(values):
+        raise ValueError("strain magnitudes must be distinct")
+    return values
+
+
+class ElasticStage(Strict):
+    profile: SafeId
+    norm_strains: Annotated[list[float], AfterValidator(_strains)] = Field(
+        default_factory=lambda: [-0.01, -0.005, 0.005, 0.01], min_length=2
+    )
+    shear_strains: Annotated[list[float], AfterValidator(_strains)] = Field(
+        default_factory=lambda: [-0.01, -0.005, 0.005, 0.01], min_length=2
+    )
+
+
+class StagesSpec(Strict):
+    screen: ScreenStage | None = None
+    relax: RelaxStage | None = None
+    scf: ScfStage | None = None
+    elastic: ElasticStage | None = None
+
+    def enabled(self) -> list[str]:
+        return [s for s in STAGES if getattr(self, s) is not None]
+
+
+class RetryPolicy(Strict):
+    max_attempts: int = Field(3, ge=1, le=20, description="Attempts per stage, first try included.")
+
+
+class EvidenceSpec(Strict):
+    scopes: list[Literal["public", "screening", "validated"]] = Field(default_factory=list)
+    dedup_keys: list[Literal["campaign", "relpath", "structure"]] = Field(
+        default_factory=lambda: ["campaign", "relpath"]
+    )
+
+
+class RenderTarget(Strict):
+    template: str
+    scope: Literal["public", "screening", "validated"]
+
+
+class Manifest(Strict):
+    version: Literal[1] = 1
+    campaign: CampaignSection
+    profiles: dict[SafeId, Profile] = Field(default_factory=dict)
+    candidate_sets: list[CandidateSetSpec] = Field(min_length=1)
+    stages: StagesSpec = Field(default_factory=StagesSpec)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    evidence: EvidenceSpec = Field(default_factory=EvidenceSpec)
+    render: list[RenderTarget] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> "Manifest":
+        seen: set[str] = set()
+        for i, s in enumerate(self.candidate_sets):
+            if s.name in seen:
+                raise ValueError(f"candidate_sets.{i}.name: duplicate set id '{s.name}'")
+            seen.add(s.name)
+        for stage in ("relax", "scf", "elastic"):
+            cfg = getattr(self.stages, stage)
+            if cfg is not None and cfg.profile not in self.profiles:
+                known = ", ".join(sorted(self.profiles)) or "none declared"
+                raise ValueError(
+                    f"stages.{stage}.profile: unknown profile '{cfg.profile}' (profiles: {known})"
+                )
+        if self.stages.scf is not None and self.stages.relax is None:
+            raise ValueError("stages.scf: needs stages.relax (SCF runs on the relaxed structure)")
+        if self.stages.elastic is not None and self.stages.relax is None:
+            raise ValueError("stages.elastic: needs stages.relax (strains are applied to the relaxed cell)")
+        return self

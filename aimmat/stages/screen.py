@@ -1,0 +1,43 @@
+"""Screening: cheap checks before any engine runs. Each criterion is recorded
+with its value and threshold; "strict pass" means every criterion passed."""
+
+from __future__ import annotations
+
+from aimmat.stages.base import StageOutcome
+
+
+def min_distance_a(structure, search_a: float) -> float:
+    """Smallest interatomic distance including periodic images (A).
+
+    Returns ``search_a`` when no pair is closer than that."""
+    _, _, _, dist = structure.get_neighbor_list(r=search_a)
+    dist = dist[dist > 1e-8]
+    return float(dist.min()) if dist.size else float(search_a)
+
+
+def charge_neutral(structure) -> bool:
+    from smact.screening import smact_validity
+
+    return bool(smact_validity(structure.composition.reduced_formula))
+
+
+def run_screen(structure, cfg: dict) -> StageOutcome:
+    criteria: dict[str, dict] = {}
+    search = max(4.0, 2.0 * cfg["min_distance_a"])
+    dmin = min_distance_a(structure, search)
+    criteria["min_distance"] = {"pass": dmin >= cfg["min_distance_a"], "value": round(dmin, 6), "threshold": cfg["min_distance_a"], "unit": "A"}
+    rho = float(structure.density)
+    criteria["density"] = {
+        "pass": cfg["density_min_g_cm3"] <= rho <= cfg["density_max_g_cm3"],
+        "value": round(rho, 6),
+        "threshold": [cfg["density_min_g_cm3"], cfg["density_max_g_cm3"]],
+        "unit": "g/cm3",
+    }
+    if cfg["charge_neutral"]:
+        ok = charge_neutral(structure)
+        criteria["charge_neutral"] = {"pass": ok, "value": ok, "threshold": True, "unit": None}
+    strict = all(c["pass"] for c in criteria.values())
+    for c in criteria.values():
+        c["pass"] = bool(c["pass"])
+    return StageOutcome(ok=True, outputs={"criteria": criteria, "strict_pass": bool(strict), "formula": structure.composition.reduced_formula}, output_present=True)
+

@@ -1,0 +1,1 @@
+"""Observed state: records in the campaign folder, atomic writes, journal, lock."""

@@ -1,0 +1,57 @@
+"""Records: what the campaign folder says happened.
+
+``candidate.json`` holds a candidate's structure and provenance;
+``<stage>/record.json`` a StageRecord. Both are written atomically by apply
+only; everything else reads them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RECIPE_VERSIONS = {"import": 1, "screen": 1, "relax": 1, "scf": 1, "elastic": 1}
+
+
+class _Rec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Attempt(_Rec):
+    n: int
+    key: str = Field(description="Stage key this attempt ran under; retries keep the key.")
+    started: str
+    ended: str | None = None
+    status: Literal["running", "done", "failed", "interrupted"]
+    failure_code: str | None = None
+    message: str | None = None
+    intervention: str | None = Field(None, description="What this attempt changed, e.g. 'restart from last structure'.")
+    wall_s: float | None = None
+
+
+class StageRecord(_Rec):
+    stage: str
+    key: str
+    key_inputs: dict[str, Any]
+    status: Literal["running", "done", "failed"]
+    host: str | None = None
+    pid: int | None = None
+    pid_start: int | None = Field(None, description="Start tick of pid, guards against pid reuse.")
+    attempts: list[Attempt] = Field(default_factory=list)
+    failure_code: str | None = None
+    output_present: bool = False
+    retryable: bool = False
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class CandidateRecord(_Rec):
+    set_name: str
+    cand_id: str
+    elements: int
+    formula: str
+    key: str
+    key_inputs: dict[str, Any]
+    structure: dict[str, Any]
+    structure_sha256: str
+    provenance: dict[str, Any]

@@ -1,0 +1,36 @@
+"""`aimmat status`: candidates by derived status, per set."""
+
+from __future__ import annotations
+
+from aimmat.manifest.load import CampaignSpec
+from aimmat.state.scan import Observed
+from aimmat.state.status import STATUSES, candidate_status
+
+
+def status_table(spec: CampaignSpec, observed: Observed) -> dict:
+    sets = {s: {st: 0 for st in STATUSES} for s in spec.sets()}
+    rows = []
+    for src in spec.candidates:
+        cobs = observed.candidates.get((src.set_name, src.cand_id))
+        st, detail = candidate_status(cobs, spec.stages)
+        sets[src.set_name][st] += 1
+        formula = cobs.record.formula if cobs and cobs.record else None
+        rows.append({"set": src.set_name, "candidate": src.cand_id, "formula": formula, "status": st, "detail": detail})
+    total = {st: sum(v[st] for v in sets.values()) for st in STATUSES}
+    return {"campaign": str(spec.campaign_dir), "stages": spec.stages, "sets": sets, "total": total, "candidates": rows}
+
+
+def format_status(table: dict, *, verbose: bool = False) -> str:
+    cols = list(STATUSES)
+    width = max(len(s) for s in list(table["sets"]) + ["total"]) + 2
+    head = "set".ljust(width) + "".join(c.rjust(max(len(c), 5) + 2) for c in cols) + "  all".rjust(7)
+    lines = [f"campaign {table['campaign']}  (stages: {', '.join(table['stages'])})", head]
+    for name, counts in list(table["sets"].items()) + [("total", table["total"])]:
+        row = name.ljust(width) + "".join(str(counts[c]).rjust(max(len(c), 5) + 2) for c in cols)
+        lines.append(row + str(sum(counts.values())).rjust(7))
+    if verbose:
+        lines.append("")
+        for r in table["candidates"]:
+            detail = f"  ({r['detail']})" if r["detail"] else ""
+            lines.append(f"  {r['set']}/{r['candidate']:20s} {r['formula'] or '-':10s} {r['status']}{detail}")
+    return "\n".join(lines)

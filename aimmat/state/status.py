@@ -1,0 +1,29 @@
+"""Candidate status, derived from stage records (never stored)."""
+
+from __future__ import annotations
+
+from aimmat.state.scan import CandidateObs
+
+STATUSES = ("pending", "relaxdone", "scfdone", "elasticready", "outputpresentnotconverged", "failed", "screened_out")
+_DONE_STATUS = {"relax": "relaxdone", "scf": "scfdone", "elastic": "elasticready"}
+
+
+def candidate_status(cobs: CandidateObs | None, stages: list[str]) -> tuple[str, str]:
+    """(status, detail) of one candidate from its records, walking the stages in order."""
+    if cobs is None or cobs.record is None:
+        return "pending", "not imported"
+    status, detail = "pending", ""
+    for stage in stages:
+        rec = cobs.stages.get(stage)
+        if rec is None or rec.status == "running":
+            break
+        if rec.status == "failed":
+            code = f"{stage}: {rec.failure_code}"
+            return ("outputpresentnotconverged" if rec.output_present else "failed"), code
+        if stage == "screen":
+            if not rec.outputs.get("strict_pass", False):
+                failing = [k for k, c in rec.outputs.get("criteria", {}).items() if not c["pass"]]
+                return "screened_out", ", ".join(failing)
+            continue
+        status, detail = _DONE_STATUS[stage], ""
+    return status, detail

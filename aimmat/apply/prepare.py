@@ -21,21 +21,18 @@ def new_candidates(spec: CampaignSpec, observed: Observed) -> dict[tuple[str, st
         inputs = import_inputs(src)
         key = sha256_json(inputs)
         cobs = observed.candidates.get((src.set_name, src.cand_id))
+        cset = elements[src.set_name]
         if cobs and cobs.record and cobs.record.key == key:
+            _check_elements(spec, src, cset, cobs.record.n_elements, cobs.record.formula)
             continue
         structure = read_structure(src)
-        cset = elements[src.set_name]
         n_el = len(structure.composition.elements)
-        if cset.check_elements and n_el != cset.elements:
-            raise ManifestError(
-                f"{src.path}: {structure.composition.reduced_formula} has {n_el} element(s), "
-                f"but set '{src.set_name}' declares elements: {cset.elements}",
-                fix="move the file to the matching set, or set `check_elements: false` on the set",
-            )
+        _check_elements(spec, src, cset, n_el, structure.composition.reduced_formula)
         out[(src.set_name, src.cand_id)] = CandidateRecord(
             set_name=src.set_name,
             cand_id=src.cand_id,
             elements=cset.elements,
+            n_elements=n_el,
             formula=structure.composition.reduced_formula,
             key=key,
             key_inputs=inputs,
@@ -44,3 +41,13 @@ def new_candidates(spec: CampaignSpec, observed: Observed) -> dict[tuple[str, st
             provenance=src.provenance(),
         )
     return out
+
+
+def _check_elements(spec: CampaignSpec, src, cset, n_el: int, formula: str) -> None:
+    if cset.check_elements and n_el != cset.elements:
+        i = spec.sets().index(src.set_name)
+        raise ManifestError(
+            f"{spec.path}: candidate_sets.{i}.elements: {src.path} holds {formula} with {n_el} element(s), "
+            f"but set '{src.set_name}' declares elements: {cset.elements}",
+            fix="move the file to the matching set, or set `check_elements: false` on the set",
+        )

@@ -138,23 +138,33 @@ def status(manifest, as_json, verbose) -> None:
     click.echo(json.dumps(table, indent=1) if as_json else format_status(table, verbose=verbose))
 
 
-def main() -> None:
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (tests call this in-process)."""
+    global _DEBUG
+    _DEBUG = False
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=argv, prog_name="aimmat", standalone_mode=False)
+    except SystemExit as exc:
+        return int(exc.code or 0)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        return 130
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2)
+        return 2
     except AimmatError as exc:
         if _DEBUG:
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
         click.echo("interrupted; run `aimmat apply` again to resume", err=True)
-        sys.exit(130)
+        return 130
+    return 0
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))
 
 
 if __name__ == "__main__":

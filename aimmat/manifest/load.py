@@ -46,13 +46,31 @@ class CampaignSpec:
         return [s.name for s in self.manifest.candidate_sets]
 
 
+# Where the manifest has discriminated unions: the index at which pydantic
+# inserts the tag (profiles.<name>.<kind>..., candidate_sets.<i>.source.<kind>...).
+_UNION_TAG_AT = {"profiles": 2, "candidate_sets": 3}
+
+
+def _drop_union_tag(loc: tuple) -> tuple:
+    i = _UNION_TAG_AT.get(loc[0]) if loc else None
+    if i is None or len(loc) <= i:
+        return loc
+    if loc[0] == "candidate_sets" and loc[2] != "source":
+        return loc
+    if loc[0] == "profiles" or loc[2] == "source":
+        tags = {"emt", "chgnet"} if loc[0] == "profiles" else {"files"}
+        if loc[i] in tags:
+            return loc[:i] + loc[i + 1 :]
+    return loc
+
+
 def _format_validation(exc: ValidationError, path: Path, lines: dict) -> ManifestError:
     parts = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         # Discriminated unions put the tag in the location ("profiles.x.emt.max_steps"):
         # drop it so the path is the one the user wrote.
-        loc = tuple(p for p in loc if p not in {"emt", "chgnet", "files"} or loc.index(p) == 0)
+        loc = _drop_union_tag(loc)
         key = ".".join(str(p) for p in loc) or "(top level)"
         line = line_of(lines, loc)
         where = f"{path}:{line}" if line else str(path)

@@ -31,7 +31,6 @@ def summarize(result: EngineResult) -> dict:
         "volume_a3": float(structure.volume),
         "n_steps": result.n_steps,
         "converged": result.converged,
-        "wall_s": round(result.wall_s, 3),
     }
 
 

@@ -48,7 +48,8 @@ class StageRecord(_Rec):
 class CandidateRecord(_Rec):
     set_name: str
     cand_id: str
-    elements: int
+    elements: int = Field(description="The set's element-count label at import.")
+    n_elements: int = Field(description="Distinct elements in the structure.")
     formula: str
     key: str
     key_inputs: dict[str, Any]

@@ -1,0 +1,256 @@
+"""Benchmark: how `aimmat diff` scales with campaign size.
+
+For each size N (default 1k, 10k, 100k candidates) this builds a synthetic,
+fully up-to-date campaign folder without running any engine: N tiny POSCAR
+source files (fcc Cu, lattice constant varied per candidate so every source
+sha256 and structure sha256 differs), and per candidate a candidate.json plus
+screen/relax/scf record.json whose keys are computed with the project's own
+key functions, so the plan says "keep" for every stage (checked; the script
+fails loudly otherwise).
+
+It then times, warm (one untimed pass of each first; the page cache cannot be
+dropped), alternating, --repeat times and keeping the minimum:
+
+  read  the baseline: open + json.load of every candidate.json and record.json
+        (the path list is precomputed, not timed);
+  diff  exactly what `aimmat diff` does in-process: load_manifest (glob + sha256
+        of every source) -> scan -> new_candidates -> plan.
+
+Reported per size: diff time per candidate, diff/read ratio (the baseline of
+the same run, so machine noise largely cancels), and the per-candidate diff
+cost relative to the smallest size. Targets (reported, not asserted):
+diff/read <= 3 at every size, and per-candidate cost at the largest size
+within 1.5x of the smallest.
+
+    .venv/bin/python bench/reconcile.py [--sizes 1000,10000,100000] [--workdir DIR] [--keep] [--repeat 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ase.build import bulk
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from aimmat.apply.prepare import new_candidates
+from aimmat.manifest import load_manifest
+from aimmat.manifest.identity import sha256_json, structure_sha256
+from aimmat.manifest.sources import read_structure
+from aimmat.plan import plan
+from aimmat.plan.keys import import_inputs, stage_inputs
+from aimmat.plan.plan import Action
+from aimmat.state.records import Attempt, CandidateRecord, StageRecord
+from aimmat.state.scan import scan
+
+SET = "1-element"
+STAGES = ("screen", "relax", "scf")
+BYTES_PER_CAND = 64 * 1024  # generous: ~5 small files + 5 folders, 4 KiB blocks
+INODES_PER_CAND = 12
+MANIFEST = """version: 1
+campaign: {{name: bench, root: campaigns}}
+profiles:
+  emt-fast: {{kind: emt, fmax_ev_per_a: 0.05, max_steps: 300, optimizer: FIRE}}
+candidate_sets:
+  - name: {set}
+    elements: 1
+    source: {{kind: files, glob: structures/{set}/*.vasp}}
+stages:
+  screen: {{min_distance_a: 0.5, density_min_g_cm3: 0.5, density_max_g_cm3: 25.0, charge_neutral: true}}
+  relax: {{profile: emt-fast}}
+  scf: {{profile: emt-fast}}
+""".format(set=SET)
+POSCAR = "Cu fcc {i}\n1.0\n0.0 {h:.6f} {h:.6f}\n{h:.6f} 0.0 {h:.6f}\n{h:.6f} {h:.6f} 0.0\nCu\n1\nDirect\n0.0 0.0 0.0\n"
+STAMP = "2024-01-01T00:00:00+00:00"
+
+
+def half_cell(i: int) -> float:
+    return round(1.8 + i * 1e-6, 6)  # 1e-6 A steps: distinct after the 1e-6 A rounding of structure_sha256
+
+
+def source_structure(i: int) -> Structure:
+    h = half_cell(i)
+    return Structure(Lattice([[0.0, h, h], [h, 0.0, h], [h, h, 0.0]]), ["Cu"], [[0.0, 0.0, 0.0]])
+
+
+def relaxed_outputs() -> dict:
+    """Outputs of a finished relax/scf; every candidate relaxes to the same cell."""
+    s = AseAtomsAdaptor.get_structure(bulk("Cu", "fcc", a=3.615))
+    return {
+        "energy_ev": -0.0057, "energy_per_atom_ev": -0.0057, "max_force_ev_per_a": 0.0,
+        "stress_gpa": [[0.01, 0.0, 0.0], [0.0, 0.01, 0.0], [0.0, 0.0, 0.01]], "pressure_gpa": -0.01,
+        "structure": s.as_dict(), "structure_sha256": structure_sha256(s), "formula": "Cu",
+        "volume_a3": float(s.volume), "n_steps": 12, "converged": True, "wall_s": 0.05,
+    }
+
+
+def stage_record(stage: str, inputs: dict, outputs: dict) -> str:
+    key = sha256_json(inputs)
+    att = Attempt(n=1, key=key, started=STAMP, ended=STAMP, status="done", wall_s=0.05)
+    rec = StageRecord(stage=stage, key=key, key_inputs=inputs, status="done", host="bench", pid=1, pid_start=1,
+                      attempts=[att], output_present=True, outputs=outputs)
+    return rec.model_dump_json()
+
+
+def write(path: Path, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def build(root: Path, n: int) -> tuple[Path, list[Path]]:
+    """Write sources, manifest and records of an up-to-date campaign; return manifest and record paths."""
+    src_dir = root / "structures" / SET
+    src_dir.mkdir(parents=True)
+    for i in range(n):
+        write(src_dir / f"c{i:06d}.vasp", POSCAR.format(i=i, h=half_cell(i)))
+    manifest = root / "manifest.yaml"
+    write(manifest, MANIFEST)
+    spec = load_manifest(manifest)  # the same source resolution (glob + sha256) diff does
+    relax_out = relaxed_outputs()
+    scf_text = stage_record("scf", stage_inputs(spec, "scf", relax_out["structure_sha256"]), relax_out)
+    screen_out = {"criteria": {
+        "min_distance": {"pass": True, "value": 2.545584, "threshold": 0.5, "unit": "A"},
+        "density": {"pass": True, "value": 9.1, "threshold": [0.5, 25.0], "unit": "g/cm3"},
+        "charge_neutral": {"pass": True, "value": True, "threshold": True, "unit": None}},
+        "strict_pass": True, "formula": "Cu"}
+    # the schema is in flux: fill whichever element-count fields CandidateRecord has
+    counts = {f: 1 for f in ("elements", "n_elements") if f in CandidateRecord.model_fields}
+    paths: list[Path] = []
+    for src in spec.candidates:
+        s = source_structure(int(src.cand_id[1:]))
+        sha = structure_sha256(s)
+        inputs = import_inputs(src)
+        crec = CandidateRecord(set_name=src.set_name, cand_id=src.cand_id, formula="Cu", key=sha256_json(inputs),
+                               key_inputs=inputs, structure=s.as_dict(), structure_sha256=sha,
+                               provenance=src.provenance(), **counts)
+        cdir = spec.campaign_dir / src.set_name / src.cand_id
+        for stage in STAGES:
+            (cdir / stage).mkdir(parents=True)
+        write(cdir / "candidate.json", crec.model_dump_json())
+        write(cdir / "screen" / "record.json", stage_record("screen", stage_inputs(spec, "screen", sha), screen_out))
+        write(cdir / "relax" / "record.json", stage_record("relax", stage_inputs(spec, "relax", sha), relax_out))
+        write(cdir / "scf" / "record.json", scf_text)
+        paths += [cdir / "candidate.json"] + [cdir / st / "record.json" for st in STAGES]
+    for src in spec.candidates[:3]:  # the synthetic structure is what the parser reads from the file
+        if structure_sha256(read_structure(src)) != structure_sha256(source_structure(int(src.cand_id[1:]))):
+            sys.exit(f"FAIL: synthetic structure of {src.cand_id} differs from the parsed source file")
+    return manifest, paths
+
+
+def read_all(paths: list[Path]) -> None:
+    for p in paths:
+        with open(p, "rb") as fh:
+            json.load(fh)
+
+
+def diff(manifest: Path):
+    """What `aimmat diff MANIFEST` computes, without formatting the output."""
+    spec = load_manifest(manifest)
+    observed = scan(spec.campaign_dir)
+    new = new_candidates(spec, observed)
+    return new, plan(spec, observed)
+
+
+def check_up_to_date(new: dict, p, n: int) -> None:
+    bad = {a.value: p.count(a) for a in Action if a != Action.KEEP and p.count(a)}
+    keep = p.count(Action.KEEP)
+    if new or bad or keep != n * (1 + len(STAGES)):
+        sys.exit(f"FAIL: synthetic campaign is not up to date: {len(new)} parsed, {bad}, {keep} keep of {n * 4}")
+
+
+def measure(manifest: Path, paths: list[Path], n: int, repeat: int) -> tuple[float, float]:
+    read_all(paths)  # warm-up passes, untimed
+    check_up_to_date(*diff(manifest), n)
+    t_read, t_diff = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        read_all(paths)
+        t_read.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        diff(manifest)
+        t_diff.append(time.perf_counter() - t0)
+    return min(t_read), min(t_diff)
+
+
+def fits(where: Path, n: int) -> str | None:
+    du, st = shutil.disk_usage(where), os.statvfs(where)
+    need_b, need_i = n * BYTES_PER_CAND, n * INODES_PER_CAND
+    if du.free < need_b:
+        return f"needs ~{need_b / 1e9:.1f} GB, {du.free / 1e9:.1f} GB free"
+    if st.f_files and st.f_favail < need_i:
+        return f"needs ~{need_i} inodes, {st.f_favail} free"
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,10000,100000", help="comma-separated candidate counts")
+    ap.add_argument("--workdir", type=Path, help="where to build (default: a new temp dir under /tmp)")
+    ap.add_argument("--keep", action="store_true", help="keep the built campaigns")
+    ap.add_argument("--repeat", type=int, default=3, help="timings per size; the minimum is kept")
+    ap.add_argument("--json", action="store_true", help="print results as JSON")
+    args = ap.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
+    made_tmp = args.workdir is None
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="aimmat-bench-", dir="/tmp"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    rows, skipped = [], {}
+    try:
+        for n in sizes:
+            root = workdir / f"n{n}"
+            if root.exists():
+                sys.exit(f"{root} exists; use an empty --workdir")
+            why = fits(workdir, n)
+            if why:
+                log(f"skip {n}: {why}")
+                skipped[n] = why
+                continue
+            t0 = time.perf_counter()
+            manifest, paths = build(root, n)
+            t_build = time.perf_counter() - t0
+            log(f"built {n} candidates ({len(paths)} record files) in {t_build:.1f} s; timing ...")
+            t_read, t_diff = measure(manifest, paths, n, args.repeat)
+            rows.append({"size": n, "build_s": t_build, "read_s": t_read, "diff_s": t_diff,
+                         "read_us_per_cand": 1e6 * t_read / n, "diff_us_per_cand": 1e6 * t_diff / n,
+                         "diff_over_read": t_diff / t_read})
+            if not args.keep:
+                shutil.rmtree(root)
+    finally:
+        if made_tmp and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if not rows:
+        sys.exit("no size was measured")
+    base = rows[0]
+    for r in rows:
+        r["diff_per_cand_vs_smallest"] = r["diff_us_per_cand"] / base["diff_us_per_cand"]
+        r["read_per_cand_vs_smallest"] = r["read_us_per_cand"] / base["read_us_per_cand"]
+    ratio_ok = all(r["diff_over_read"] <= 3 for r in rows)
+    scale = rows[-1]["diff_per_cand_vs_smallest"]
+    scale_ok = scale <= 1.5 if len(rows) > 1 else None
+    if args.json:
+        print(json.dumps({"repeat": args.repeat, "rows": rows, "skipped": skipped,
+                          "targets": {"diff_over_read_le_3": ratio_ok, "per_cand_scaling_le_1.5": scale_ok,
+                                      "per_cand_scaling": scale}}, indent=1))
+        return
+    print(f"\n{'size':>8} {'build s':>8} {'read s':>8} {'diff s':>8} {'read us/c':>10} {'diff us/c':>10}"
+          f" {'diff/read':>9} {'diff/c vs min':>13} {'read/c vs min':>13}")
+    for r in rows:
+        print(f"{r['size']:>8} {r['build_s']:>8.1f} {r['read_s']:>8.3f} {r['diff_s']:>8.3f} {r['read_us_per_cand']:>10.1f}"
+              f" {r['diff_us_per_cand']:>10.1f} {r['diff_over_read']:>9.2f} {r['diff_per_cand_vs_smallest']:>13.2f}"
+              f" {r['read_per_cand_vs_smallest']:>13.2f}")
+    scale_txt = "n/a (one size)" if scale_ok is None else f"{'HOLDS' if scale_ok else 'FAILS'} ({scale:.2f}x)"
+    worst = max(r["diff_over_read"] for r in rows)
+    print(f"targets: diff/read <= 3 {'HOLDS' if ratio_ok else 'FAILS'} (worst {worst:.2f}); "
+          f"per-candidate diff at {rows[-1]['size']} within 1.5x of {base['size']}: {scale_txt}")
+
+
+if __name__ == "__main__":
+    main()

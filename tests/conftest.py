@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from aimmat.cli.main import run
+from tests.helpers import make_emt_campaign
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process: returns (exit code, stdout, stderr)."""
+
+    def _run(*argv):
+        code = run([str(a) for a in argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return _run
+
+
+@pytest.fixture
+def emt_campaign(tmp_path):
+    return make_emt_campaign(tmp_path)
+
+
+def pytest_collection_modifyitems(config, items):
+    if shutil.which("pw.x") is None:
+        skip = pytest.mark.skip(reason="pw.x not found on PATH")
+        for item in items:
+            if "needs_qe" in item.keywords:
+                item.add_marker(skip)

@@ -50,7 +50,7 @@ demo: setup
 	@echo; echo "== second look: aimmat diff (nothing should be left to do) =="
 	$(VENV)/bin/aimmat diff manifests/demo.yaml --exit-code
 	@echo; echo "== aimmat status =="
-	$(VENV)/bin/aimmat status manifests/demo.yaml
+	$(VENV)/bin/aimmat status manifests/demo.yaml -v
 
 clean-demo:
 	rm -rf campaigns/demo

@@ -41,6 +41,13 @@ def _init_worker(threads: int) -> None:
 
 class ProcessPoolBackend:
     def __init__(self, jobs: int):
+        # Import the stage code once here so forked workers inherit it
+        # instead of each paying the import on its first task.
+        import aimmat.engines.emt  # noqa: F401
+        import aimmat.stages.elastic  # noqa: F401
+        import aimmat.stages.relax  # noqa: F401
+        import aimmat.stages.screen  # noqa: F401
+
         threads = max(1, (os.cpu_count() or 1) // jobs)
         self._pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork"), initializer=_init_worker, initargs=(threads,))
 

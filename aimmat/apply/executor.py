@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aimmat
 from aimmat.apply.backend import make_backend
-from aimmat.apply.prepare import new_candidates
+from aimmat.apply.prepare import candidate_record, new_candidates
 from aimmat.apply.runner import StageTask, TaskResult, run_task
 from aimmat.manifest.load import CampaignSpec
 from aimmat.plan.plan import Action, Plan, StageAction, plan, plan_candidate
@@ -107,11 +107,16 @@ def _reconcile_journal(campaign_dir: Path, observed: Observed) -> None:
 def _task(spec: CampaignSpec, a: StageAction, cobs, imports) -> StageTask:
     base = dict(campaign_dir=str(spec.campaign_dir), set_name=a.set_name, cand_id=a.cand_id, stage=a.stage, key=a.key, key_inputs=a.key_inputs)
     if a.stage == "import":
-        return StageTask(**base, candidate=imports[(a.set_name, a.cand_id)].model_dump(mode="json"))
+        rec = imports.get((a.set_name, a.cand_id)) or candidate_record(spec, _source_of(spec, a))
+        return StageTask(**base, candidate=rec.model_dump(mode="json"))
     cfg = getattr(spec.manifest.stages, a.stage)
     structure = cobs.record.structure if a.stage in ("screen", "relax") else cobs.stages["relax"].outputs["structure"]
     profile = spec.manifest.profiles[cfg.profile].model_dump() if a.stage != "screen" else None
     return StageTask(**base, structure=structure, stage_cfg=cfg.model_dump(), profile=profile, max_attempts=spec.manifest.retry.max_attempts)
+
+
+def _source_of(spec: CampaignSpec, a: StageAction):
+    return next(s for s in spec.candidates if (s.set_name, s.cand_id) == (a.set_name, a.cand_id))
 
 
 def _first_runnable(actions: list[StageAction]) -> StageAction | None:

@@ -25,22 +25,29 @@ def new_candidates(spec: CampaignSpec, observed: Observed) -> dict[tuple[str, st
         if cobs and cobs.record and cobs.record.key == key:
             _check_elements(spec, src, cset, cobs.record.n_elements, cobs.record.formula)
             continue
-        structure = read_structure(src)
-        n_el = len(structure.composition.elements)
-        _check_elements(spec, src, cset, n_el, structure.composition.reduced_formula)
-        out[(src.set_name, src.cand_id)] = CandidateRecord(
-            set_name=src.set_name,
-            cand_id=src.cand_id,
-            elements=cset.elements,
-            n_elements=n_el,
-            formula=structure.composition.reduced_formula,
-            key=key,
-            key_inputs=inputs,
-            structure=structure.as_dict(),
-            structure_sha256=structure_sha256(structure),
-            provenance=src.provenance(),
-        )
+        out[(src.set_name, src.cand_id)] = candidate_record(spec, src)
     return out
+
+
+def candidate_record(spec: CampaignSpec, src) -> CandidateRecord:
+    """Parse a candidate's source and build its record (checks element count)."""
+    cset = next(s for s in spec.manifest.candidate_sets if s.name == src.set_name)
+    inputs = import_inputs(src)
+    structure = read_structure(src)
+    n_el = len(structure.composition.elements)
+    _check_elements(spec, src, cset, n_el, structure.composition.reduced_formula)
+    return CandidateRecord(
+        set_name=src.set_name,
+        cand_id=src.cand_id,
+        elements=cset.elements,
+        n_elements=n_el,
+        formula=structure.composition.reduced_formula,
+        key=sha256_json(inputs),
+        key_inputs=inputs,
+        structure=structure.as_dict(),
+        structure_sha256=structure_sha256(structure),
+        provenance=src.provenance(),
+    )
 
 
 def _check_elements(spec: CampaignSpec, src, cset, n_el: int, formula: str) -> None:

@@ -6,6 +6,7 @@ Results (plans, JSON) go to stdout; messages and progress to stderr.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 
@@ -90,7 +91,7 @@ def diff(manifest, as_json, exit_code, target, replace, verbose) -> None:
 
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
-@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=1, show_default=True, help="Stage tasks run at once (local process pool when > 1).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=lambda: os.cpu_count() or 1, show_default="number of cores", help="Stage tasks run at once (local process pool when > 1; 1 runs in this process).")
 @click.option("--target", help="Restrict to SET or SET/CANDIDATE.")
 @click.option("--replace", multiple=True, help="Force STAGE to rerun (repeatable).")
 @click.option("--prune", is_flag=True, help="Delete orphans (folders not in the manifest).")

@@ -6,6 +6,7 @@ The weights ship inside the `chgnet` package: loading reads no network.
 from __future__ import annotations
 
 import os
+import warnings
 
 from aimmat.engines.ase_engine import AseEngine
 
@@ -23,6 +24,9 @@ class ChgnetEngine(AseEngine):
             from chgnet.model import CHGNet
             from chgnet.model.dynamics import CHGNetCalculator
 
+            # CHGNet converts a grad-carrying volume tensor on every call; the
+            # warning says nothing about our inputs and floods the log.
+            warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad", category=UserWarning)
             threads = int(os.environ.get("AIMMAT_TORCH_THREADS", "0"))
             if threads > 0:
                 torch.set_num_threads(threads)

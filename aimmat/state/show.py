@@ -15,7 +15,11 @@ def status_table(spec: CampaignSpec, observed: Observed) -> dict:
         st, detail = candidate_status(cobs, spec.stages)
         sets[src.set_name][st] += 1
         formula = cobs.record.formula if cobs and cobs.record else None
-        rows.append({"set": src.set_name, "candidate": src.cand_id, "formula": formula, "status": st, "detail": detail})
+        row = {"set": src.set_name, "candidate": src.cand_id, "formula": formula, "status": st, "detail": detail}
+        if st == "elasticready":
+            o = cobs.stages["elastic"].outputs
+            row["elastic"] = {k: o[k] for k in ("b_h_gpa", "g_h_gpa", "e_h_gpa", "poisson_h", "fit_rms_gpa", "pass_pd", "min_eigenvalue_gpa")}
+        rows.append(row)
     total = {st: sum(v[st] for v in sets.values()) for st in STATUSES}
     return {"campaign": str(spec.campaign_dir), "stages": spec.stages, "sets": sets, "total": total, "candidates": rows}
 
@@ -32,5 +36,10 @@ def format_status(table: dict, *, verbose: bool = False) -> str:
         lines.append("")
         for r in table["candidates"]:
             detail = f"  ({r['detail']})" if r["detail"] else ""
-            lines.append(f"  {r['set']}/{r['candidate']:20s} {r['formula'] or '-':10s} {r['status']}{detail}")
+            if "elastic" in r:
+                e = r["elastic"]
+                pd = "PD" if e["pass_pd"] else "NOT PD (moduli flagged)"
+                detail = (f"  B_H {e['b_h_gpa']:.1f}  G_H {e['g_h_gpa']:.1f}  E_H {e['e_h_gpa']:.1f} GPa  "
+                          f"nu {e['poisson_h']:.3f}  fit RMS {e['fit_rms_gpa']:.3f} GPa  {pd}")
+            lines.append(f"  {r['set'] + '/' + r['candidate']:22s} {r['formula'] or '-':8s} {r['status']:13s}{detail}")
     return "\n".join(lines)

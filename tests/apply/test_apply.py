@@ -170,3 +170,12 @@ def test_same_records_with_pool_and_inline(tmp_path, cli, jobs):
     assert cli("apply", path, "-q", "--jobs", jobs)[0] == 0
     recs = final_records(tmp_path / "camp/c")
     assert len(recs) == 25 and all(r.get("status", "done") == "done" for r in recs.values())
+
+
+def test_replace_import_reparses_and_keeps_identical_downstream(tmp_path, cli):
+    path = make_emt_campaign(tmp_path, emt_manifest(stages=("screen", "relax")))
+    assert cli("apply", path, "-q", "--jobs", 1)[0] == 0
+    code, out, _ = cli("apply", path, "-q", "--jobs", 1, "--replace", "import", "--target", "1-element/Al")
+    assert code == 0
+    # same bytes in, same structure hash out: screen and relax keys still match
+    assert "1 stage task(s) run (import done 1)" in out

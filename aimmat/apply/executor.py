@@ -162,7 +162,7 @@ def apply(
     cdir.mkdir(parents=True, exist_ok=True)
     with CampaignLock(cdir):
         journal.repair_tail(cdir)
-        observed = scan(cdir)
+        observed = scan(cdir, temp_files=True)
         for tmp in observed.temp_files:  # half-written files of a killed apply
             tmp.unlink(missing_ok=True)
         _reconcile_journal(cdir, observed)

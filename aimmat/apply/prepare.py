@@ -5,10 +5,10 @@ structure file stops diff and apply with exit 3 and an untouched folder."""
 from __future__ import annotations
 
 from aimmat.errors import ManifestError
-from aimmat.manifest.identity import sha256_json, structure_sha256
+from aimmat.manifest.identity import structure_sha256
 from aimmat.manifest.load import CampaignSpec
 from aimmat.manifest.sources import read_structure
-from aimmat.plan.keys import import_inputs
+from aimmat.plan.keys import import_inputs, import_key, stage_key
 from aimmat.state.records import CandidateRecord
 from aimmat.state.scan import Observed
 
@@ -18,8 +18,7 @@ def new_candidates(spec: CampaignSpec, observed: Observed) -> dict[tuple[str, st
     elements = {s.name: s for s in spec.manifest.candidate_sets}
     out: dict[tuple[str, str], CandidateRecord] = {}
     for src in spec.candidates:
-        inputs = import_inputs(src)
-        key = sha256_json(inputs)
+        key = import_key(src)
         cobs = observed.candidates.get((src.set_name, src.cand_id))
         cset = elements[src.set_name]
         if cobs and cobs.record and cobs.record.key == key:
@@ -42,7 +41,7 @@ def candidate_record(spec: CampaignSpec, src) -> CandidateRecord:
         elements=cset.elements,
         n_elements=n_el,
         formula=structure.composition.reduced_formula,
-        key=sha256_json(inputs),
+        key=stage_key(inputs),
         key_inputs=inputs,
         structure=structure.as_dict(),
         structure_sha256=structure_sha256(structure),

@@ -76,7 +76,7 @@ def _run_stage(task: StageTask) -> TaskResult:
     sdir = Path(task.campaign_dir) / task.set_name / task.cand_id / task.stage
     sdir.mkdir(parents=True, exist_ok=True)
     rec_path = sdir / RECORD_FILE
-    old = read_stage_record(rec_path) if rec_path.exists() else None
+    old = read_stage_record(rec_path)
     attempts = [a.model_copy() for a in old.attempts] if old else []
     resumed = False
     for a in attempts:

@@ -46,6 +46,17 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
 
 
+def canonical(obj: Any) -> Any:
+    """``obj`` in canonical form (rounded floats, plain types)."""
+    return _canon(obj)
+
+
+def sha256_canonical(obj: Any) -> str:
+    """sha256_json for data already in canonical form (skips the rounding
+    walk; equal to ``sha256_json(obj)`` because canonicalizing is idempotent)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()).hexdigest()
+
+
 def sha256_file(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -6,6 +6,7 @@ names the file, line and key path.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class CampaignSpec:
     path: Path
     sha256: str
     candidates: list[CandidateSource] = field(default_factory=list)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # derived, per process
 
     @property
     def base(self) -> Path:
@@ -36,7 +38,7 @@ class CampaignSpec:
         root = Path(self.manifest.campaign.root)
         if not root.is_absolute():
             root = self.base / root
-        return root / self.manifest.campaign.name
+        return Path(os.path.normpath(root / self.manifest.campaign.name))
 
     @property
     def stages(self) -> list[str]:

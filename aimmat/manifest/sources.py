@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob as globmod
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,13 +106,12 @@ def resolve_files(set_name: str, patterns: list[str], declared_fmt: str, base: P
         paths.extend(Path(h) for h in hits)
     out: list[CandidateSource] = []
     seen: dict[str, Path] = {}
+    base_s = os.path.realpath(base)
     for path in dict.fromkeys(paths):
         fmt = detect_format(path, declared_fmt)
         digest = sha256_file(path)
-        try:
-            rel = str(path.resolve().relative_to(base.resolve()))
-        except ValueError:
-            rel = str(path.resolve())
+        absolute = os.path.abspath(path)
+        rel = os.path.relpath(absolute, base_s) if absolute.startswith(base_s + os.sep) else absolute
         base_id = _cand_id(path, where)
         frames = [None]
         if fmt == "extxyz":

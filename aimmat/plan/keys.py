@@ -6,6 +6,7 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from aimmat.manifest.identity import canonical, sha256_canonical
 from aimmat.manifest.load import CampaignSpec
 from aimmat.manifest.sources import CandidateSource
 from aimmat.state.records import RECIPE_VERSIONS
@@ -32,18 +33,39 @@ def import_inputs(src: CandidateSource) -> dict[str, Any]:
     }
 
 
-def stage_inputs(spec: CampaignSpec, stage: str, structure_sha256: str) -> dict[str, Any]:
+def import_key(src: CandidateSource) -> str:
+    return sha256_canonical(import_inputs(src))
+
+
+def _static_inputs(spec: CampaignSpec, stage: str) -> dict[str, Any]:
+    """The part of a stage's key that is the same for every candidate,
+    canonicalized once per spec (diff of 100k candidates hashes 400k keys)."""
+    cached = spec.cache.get(("static_inputs", stage))
+    if cached is not None:
+        return cached
     cfg = getattr(spec.manifest.stages, stage)
-    inputs: dict[str, Any] = {"recipe": RECIPE_VERSIONS[stage], "structure_sha256": structure_sha256}
+    inputs: dict[str, Any] = {"recipe": RECIPE_VERSIONS[stage]}
     if stage == "screen":
         inputs["criteria"] = cfg.model_dump()
-        return inputs
-    profile = spec.manifest.profiles[cfg.profile]
-    inputs["engine"] = engine_version(profile.kind)
-    inputs["profile"] = profile.key_params(stage)
-    if stage == "elastic":
-        inputs["strains"] = {"norm": list(cfg.norm_strains), "shear": list(cfg.shear_strains)}
+    else:
+        profile = spec.manifest.profiles[cfg.profile]
+        inputs["engine"] = engine_version(profile.kind)
+        inputs["profile"] = profile.key_params(stage)
+        if stage == "elastic":
+            inputs["strains"] = {"norm": list(cfg.norm_strains), "shear": list(cfg.shear_strains)}
+    inputs = canonical(inputs)
+    spec.cache[("static_inputs", stage)] = inputs
     return inputs
+
+
+def stage_inputs(spec: CampaignSpec, stage: str, structure_sha256: str) -> dict[str, Any]:
+    """Everything that determines ``stage``'s result for one input structure (canonical)."""
+    return {**_static_inputs(spec, stage), "structure_sha256": structure_sha256}
+
+
+def stage_key(inputs: dict[str, Any]) -> str:
+    """Key of canonical inputs from ``stage_inputs`` / ``import_inputs``."""
+    return sha256_canonical(inputs)
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

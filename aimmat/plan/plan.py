@@ -6,15 +6,15 @@ content hashes decide, never modification times.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
-from aimmat.manifest.identity import sha256_json
 from aimmat.manifest.load import CampaignSpec
 from aimmat.manifest.models import STAGES
 from aimmat.manifest.sources import CandidateSource
-from aimmat.plan.keys import STRUCTURE_SOURCE, describe_changes, import_inputs, stage_inputs
+from aimmat.plan.keys import STRUCTURE_SOURCE, describe_changes, import_inputs, stage_inputs, stage_key
 from aimmat.state.procs import process_alive
 from aimmat.state.records import StageRecord
 from aimmat.state.scan import CandidateObs, Observed
@@ -107,7 +107,7 @@ def plan_candidate(
     out: dict[str, StageAction] = {}
 
     inputs = import_inputs(src)
-    key = sha256_json(inputs)
+    key = stage_key(inputs)
     crec = cobs.record if cobs else None
     if crec is None:
         out["import"] = StageAction(s, c, "import", Action.CREATE, ["new candidate"], key, inputs)
@@ -150,7 +150,7 @@ def plan_candidate(
         else:
             struct_sha = cobs.stages[src_stage].outputs["structure_sha256"]
         inputs = stage_inputs(spec, stage, struct_sha)
-        key = sha256_json(inputs)
+        key = stage_key(inputs)
         after = [f"after {gate.stage}"] if gate.action in PENDING else []
 
         if rec is None:
@@ -186,6 +186,16 @@ def plan(
     alive: AliveFn | None = None,
 ) -> Plan:
     alive = alive or _alive_default(observed.lock_held)
+    enabled = gc.isenabled()
+    gc.disable()  # see state.scan.scan: the plan adds long-lived objects per stage
+    try:
+        return _plan(spec, observed, replace, target, alive)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _plan(spec, observed, replace, target, alive) -> Plan:
     actions: list[StageAction] = []
     wanted = set()
     for src in spec.candidates:

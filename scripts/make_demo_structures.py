@@ -46,17 +46,28 @@ def emt_structures() -> dict[str, dict[str, Structure]]:
     }
 
 
-def write(sets: dict[str, dict[str, Structure]], out: Path) -> list[Path]:
+def qe_structures() -> dict[str, dict[str, Structure]]:
+    """Small cells for the Quantum ESPRESSO demo, primitive vectors along the
+    cubic axes' diagonals so the tensor's frame is the crystal's cubic frame
+    (written as POSCAR: CIF would re-orient the lattice)."""
+    conv = AseAtomsAdaptor.get_structure
+    return {
+        "1-element": {"Si": conv(bulk("Si", "diamond", a=5.43))},
+        "2-element": {"SiC": conv(bulk("SiC", "zincblende", a=4.36))},
+    }
+
+
+def write(sets: dict[str, dict[str, Structure]], out: Path, fmt: str = "cif") -> list[Path]:
     paths = []
     for set_name, items in sets.items():
         (out / set_name).mkdir(parents=True, exist_ok=True)
         for name, s in items.items():
-            path = out / set_name / f"{name}.cif"
-            s.to(filename=str(path))
+            path = out / set_name / f"{name}.{'vasp' if fmt == 'poscar' else fmt}"
+            s.to(filename=str(path), fmt=fmt)
             paths.append(path)
     return paths
 
 
 if __name__ == "__main__":
-    for p in write(demo_structures(), OUT):
+    for p in write(demo_structures(), OUT) + write(qe_structures(), OUT.parent / "structures-qe", fmt="poscar"):
         print(p.relative_to(OUT.parent.parent))

@@ -20,10 +20,12 @@ from aimmat.apply.backend import make_backend
 from aimmat.apply.prepare import candidate_record, new_candidates
 from aimmat.apply.runner import StageTask, TaskResult, run_task
 from aimmat.manifest.load import CampaignSpec
+from aimmat.plan.keys import qe_pseudo_files
 from aimmat.plan.plan import Action, Plan, StageAction, plan, plan_candidate
 from aimmat.state import journal
 from aimmat.state.atomic import write_json_atomic
 from aimmat.state.lock import CampaignLock
+from aimmat.state.records import record_elements
 from aimmat.state.scan import CAMPAIGN_FILE, Observed, scan, scan_candidate
 
 
@@ -112,6 +114,9 @@ def _task(spec: CampaignSpec, a: StageAction, cobs, imports) -> StageTask:
     cfg = getattr(spec.manifest.stages, a.stage)
     structure = cobs.record.structure if a.stage in ("screen", "relax") else cobs.stages["relax"].outputs["structure"]
     profile = spec.manifest.profiles[cfg.profile].model_dump() if a.stage != "screen" else None
+    if profile and profile["kind"] == "qe":  # the exact files the key hashed, as absolute paths
+        files = qe_pseudo_files(spec, cfg.profile, record_elements(cobs.record))
+        profile["pseudo_files"] = {el: str(p) for el, p in files.items()}
     return StageTask(**base, structure=structure, stage_cfg=cfg.model_dump(), profile=profile, max_attempts=spec.manifest.retry.max_attempts)
 
 

@@ -41,6 +41,7 @@ def candidate_record(spec: CampaignSpec, src) -> CandidateRecord:
         elements=cset.elements,
         n_elements=n_el,
         formula=structure.composition.reduced_formula,
+        species=sorted(el.symbol for el in structure.composition.elements),
         key=stage_key(inputs),
         key_inputs=inputs,
         structure=structure.as_dict(),

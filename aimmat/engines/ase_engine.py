@@ -29,7 +29,16 @@ class AseEngine:
     def calculator(self):  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def run(self, structure, params: dict, task: Task, directory: Path) -> EngineResult:
+    def remedy(self, code: str, overrides: dict, params: dict):
+        """An optimizer that hit its step cap continues from where it stopped;
+        nothing else has a known remedy."""
+        from aimmat.engines.qe.taxonomy import Remedy
+
+        if code == "ionic_not_converged":
+            return Remedy(dict(overrides), "restart from last structure", restart=True)
+        return None
+
+    def run(self, structure, params: dict, task: Task, directory: Path, kpts=None) -> EngineResult:
         directory.mkdir(parents=True, exist_ok=True)
         atoms = AseAtomsAdaptor.get_atoms(structure)
         atoms.calc = self.calculator()

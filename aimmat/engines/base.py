@@ -25,9 +25,12 @@ class EngineResult:
     failure_code: str | None = None
     message: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    has_output: bool | None = None  # set by engines whose partial outputs count (DFT)
 
     @property
     def output_present(self) -> bool:
+        if self.has_output is not None:
+            return self.has_output
         return self.structure is not None and self.energy_ev is not None
 
     def to_json(self) -> dict:
@@ -52,6 +55,10 @@ def get_engine(profile: dict) -> Engine:
             from aimmat.engines.emt import EmtEngine
 
             _CACHE[ident] = EmtEngine()
+        elif kind == "qe":
+            from aimmat.engines.qe.engine import QeEngine
+
+            _CACHE[ident] = QeEngine()
         elif kind == "chgnet":
             from aimmat.engines.chgnet import ChgnetEngine
 

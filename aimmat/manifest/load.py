@@ -51,6 +51,7 @@ class CampaignSpec:
 # Where the manifest has discriminated unions: the index at which pydantic
 # inserts the tag (profiles.<name>.<kind>..., candidate_sets.<i>.source.<kind>...).
 _UNION_TAG_AT = {"profiles": 2, "candidate_sets": 3}
+_PROFILE_TAGS = {"emt", "chgnet", "qe"}
 
 
 def _drop_union_tag(loc: tuple) -> tuple:
@@ -60,7 +61,7 @@ def _drop_union_tag(loc: tuple) -> tuple:
     if loc[0] == "candidate_sets" and loc[2] != "source":
         return loc
     if loc[0] == "profiles" or loc[2] == "source":
-        tags = {"emt", "chgnet"} if loc[0] == "profiles" else {"files"}
+        tags = _PROFILE_TAGS if loc[0] == "profiles" else {"files"}
         if loc[i] in tags:
             return loc[:i] + loc[i + 1 :]
     return loc

@@ -6,30 +6,14 @@ converted once, at the engine boundary.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
+
+from aimmat.manifest.models_base import SafeId, Strict
+from aimmat.manifest.qe_profile import QeProfile
 
 STAGES = ("screen", "relax", "scf", "elastic")
-
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def _safe_segment(value: str) -> str:
-    if not _SAFE.match(value) or value in {".", ".."} or ".." in value:
-        raise ValueError(
-            f"'{value}' is not a safe folder name: use letters, digits, '.', '_' or '-', "
-            "start with a letter or digit, at most 100 characters, no '..'"
-        )
-    return value
-
-
-SafeId = Annotated[str, AfterValidator(_safe_segment)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class CampaignSection(Strict):
@@ -71,7 +55,7 @@ class ChgnetProfile(_AseProfile):
     STATIC_FIELDS: ClassVar[tuple[str, ...]] = ("kind", "model")
 
 
-Profile = Annotated[Union[EmtProfile, ChgnetProfile], Field(discriminator="kind")]
+Profile = Annotated[Union[EmtProfile, ChgnetProfile, QeProfile], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------- sources

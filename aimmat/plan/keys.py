@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from aimmat.engines.qe.pseudos import md5_file
+from aimmat.errors import ManifestError
 from aimmat.manifest.identity import canonical, sha256_canonical
 from aimmat.manifest.load import CampaignSpec
 from aimmat.manifest.sources import CandidateSource
@@ -17,6 +20,10 @@ STRUCTURE_SOURCE = {"screen": "import", "relax": "import", "scf": "relax", "elas
 
 @lru_cache(maxsize=None)
 def engine_version(kind: str) -> str:
+    if kind == "qe":
+        from aimmat.engines.qe.engine import pw_version
+
+        return pw_version()
     package = {"emt": "ase", "chgnet": "chgnet"}[kind]
     try:
         return f"{package} {version(package)}"
@@ -58,9 +65,42 @@ def _static_inputs(spec: CampaignSpec, stage: str) -> dict[str, Any]:
     return inputs
 
 
-def stage_inputs(spec: CampaignSpec, stage: str, structure_sha256: str) -> dict[str, Any]:
-    """Everything that determines ``stage``'s result for one input structure (canonical)."""
-    return {**_static_inputs(spec, stage), "structure_sha256": structure_sha256}
+def stage_inputs(spec: CampaignSpec, stage: str, structure_sha256: str, elements: list[str] | None = None) -> dict[str, Any]:
+    """Everything that determines ``stage``'s result for one input structure (canonical).
+
+    For `kind: qe` profiles the md5 of each element's pseudopotential file is
+    part of the key, named by file: changing a UPF's bytes reruns exactly the
+    candidates that contain that element.
+    """
+    inputs = {**_static_inputs(spec, stage), "structure_sha256": structure_sha256}
+    cfg = getattr(spec.manifest.stages, stage)
+    if stage != "screen" and spec.manifest.profiles[cfg.profile].kind == "qe":
+        files = qe_pseudo_files(spec, cfg.profile, elements or [])
+        inputs["pseudos"] = {p.name: md5_file(p) for p in files.values()}
+    return inputs
+
+
+def qe_pseudo_files(spec: CampaignSpec, profile_name: str, elements) -> dict[str, Path]:
+    """Element -> UPF path for a qe profile; ManifestError naming element and folder."""
+    from aimmat.engines.qe.engine import pseudo_folder
+    from aimmat.engines.qe.pseudos import find_pseudo
+
+    out = {}
+    profile = spec.manifest.profiles[profile_name]
+    for el in elements:
+        ck = ("pseudo", profile_name, el)
+        if ck not in spec.cache:
+            pseudo = profile.pseudo.model_dump()
+            folder = pseudo_folder(pseudo, spec.base)
+            try:
+                spec.cache[ck] = find_pseudo(folder, el, pseudo["files"], pseudo["functional"])
+            except (LookupError, OSError, ImportError) as exc:
+                raise ManifestError(
+                    f"{spec.path}: profiles.{profile_name}.pseudo: {exc}",
+                    fix=f"add a UPF file for {el} to {folder}, name one under `pseudo.files`, or choose another family",
+                ) from None
+        out[el] = spec.cache[ck]
+    return out
 
 
 def stage_key(inputs: dict[str, Any]) -> str:
@@ -90,5 +130,7 @@ def describe_changes(old: dict, new: dict, labels: dict[str, str] | None = None)
     for field in sorted(set(a) | set(b)):
         if a.get(field) != b.get(field):
             name = (labels or {}).get(field, field)
+            if field.startswith("pseudos."):
+                name = f"pseudopotential {field[len('pseudos.'):]} md5"
             lines.append(f"{name} {_show(a.get(field))} -> {_show(b.get(field))}")
     return lines

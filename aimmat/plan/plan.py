@@ -16,7 +16,7 @@ from aimmat.manifest.models import STAGES
 from aimmat.manifest.sources import CandidateSource
 from aimmat.plan.keys import STRUCTURE_SOURCE, describe_changes, import_inputs, stage_inputs, stage_key
 from aimmat.state.procs import process_alive
-from aimmat.state.records import StageRecord
+from aimmat.state.records import StageRecord, record_elements
 from aimmat.state.scan import CandidateObs, Observed
 
 
@@ -149,7 +149,7 @@ def plan_candidate(
             struct_sha = crec.structure_sha256
         else:
             struct_sha = cobs.stages[src_stage].outputs["structure_sha256"]
-        inputs = stage_inputs(spec, stage, struct_sha)
+        inputs = stage_inputs(spec, stage, struct_sha, record_elements(crec))
         key = stage_key(inputs)
         after = [f"after {gate.stage}"] if gate.action in PENDING else []
 

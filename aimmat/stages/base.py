@@ -31,7 +31,7 @@ def run_stage_fn(stage: str, structure, stage_cfg: dict, profile: dict | None, d
     if stage == "scf":
         from aimmat.stages.relax import run_scf
 
-        return run_scf(structure, profile, directory)
+        return run_scf(structure, profile, directory, previous)
     if stage == "elastic":
         from aimmat.stages.elastic import run_elastic
 

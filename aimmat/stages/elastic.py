@@ -1,8 +1,11 @@
-"""Elastic stage: strained cells (ions relaxed at fixed cell), then the fit.
+"""Elastic stage: the unstrained cell and each strained cell (ions relaxed at
+fixed cell) through the engine, then the fit.
 
-A strained cell whose ionic relaxation did not converge is never fitted: the
-attempt fails and the next attempt continues that cell from its last
-positions, keeping every converged cell.
+A strained cell that did not converge is never fitted: the attempt fails,
+and the next attempt reruns only the lost cells, each one rung further up the
+engine's retry ladder (and from its last positions), keeping every cell that
+already converged. All cells of one tensor share the k-mesh of the
+unstrained cell, so the fit sees no mesh change between strains.
 """
 
 from __future__ import annotations
@@ -10,59 +13,70 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pymatgen.core import Structure
+from pymatgen.analysis.elasticity.strain import Deformation
 
 from aimmat.elastic import fit_elastic, strain_set
-from aimmat.engines import get_engine
 from aimmat.stages.base import StageOutcome
+from aimmat.stages.relax import run_engine_task
 
-RESTART = "continue unconverged strained cells from their last positions"
+
+def _cells(structure, cfg: dict) -> list[tuple[str, np.ndarray]]:
+    defs = strain_set(structure, cfg["norm_strains"], cfg["shear_strains"])
+    return [("eq", np.eye(3))] + [(f"c{i:02d}", d) for i, d in enumerate(defs)]
 
 
 def run_elastic(structure, cfg: dict, profile: dict, directory: Path, previous: StageOutcome | None) -> StageOutcome:
-    engine = get_engine(profile)
-    eq = engine.run(structure, profile, "static", directory / "eq")
-    if eq.failure_code:
-        return StageOutcome(ok=False, failure_code=eq.failure_code, message=f"unstrained cell: {eq.message}")
-    deformations = strain_set(structure, cfg["norm_strains"], cfg["shear_strains"])
-    before = {i: c for i, c in enumerate((previous.outputs.get("cells") if previous else None) or [])}
+    kpts = None
+    if profile["kind"] == "qe":
+        from aimmat.engines.qe.inputs import kmesh
+
+        kpts = kmesh(structure, profile)
+    before = {c["name"]: c for c in (previous.outputs.get("cells") or [])} if previous else {}
     cells = []
-    for i, d in enumerate(deformations):
-        old = before.get(i)
-        if old and old["converged"]:
+    for name, d in _cells(structure, cfg):
+        old = before.get(name)
+        if old and old["ok"]:
             cells.append(old)
             continue
-        start = Structure.from_dict(old["structure"]) if old and old.get("structure") else _deform(structure, d)
-        res = engine.run(start, profile, "relax_ions", directory / f"cell-{i:02d}")
+        if old and not old["retryable"]:  # lost for good: no remedy left
+            cells.append(old)
+            continue
+        prev = StageOutcome(ok=False, outputs=old["state"]) if old else None
+        start = structure if name == "eq" else Deformation(d).apply_to_structure(structure)
+        task = "static" if name == "eq" else "relax_ions"
+        out = run_engine_task(task, start, profile, directory / name, prev, kpts=kpts)
+        o = out.outputs
         cells.append({
-            "index": i,
-            "deformation": d.tolist(),
-            "stress_gpa": res.stress_gpa,
-            "converged": bool(res.converged and not res.failure_code),
-            "failure_code": res.failure_code,
-            "n_steps": res.n_steps + (old["n_steps"] if old else 0),
-            "structure": res.structure,
+            "name": name,
+            "deformation": np.asarray(d).tolist(),
+            "ok": out.ok,
+            "stress_gpa": o.get("stress_gpa"),
+            "n_steps": o.get("n_steps", 0) + (old["n_steps"] if old else 0),
+            "failure_code": out.failure_code,
+            "retryable": out.retryable,
+            "intervention": out.next_intervention,
+            "overrides": o.get("overrides", {}),
+            "engine": o.get("engine", {}),
+            # what a retry needs: last positions and the next rung of the ladder
+            "state": {k: o[k] for k in ("structure", "next_overrides", "restart") if k in o} if not out.ok else {},
         })
-    lost = [c["index"] for c in cells if not c["converged"]]
-    outputs = {"cells": cells, "eq_stress_gpa": eq.stress_gpa, "n_cells": len(cells)}
+    lost = [c for c in cells if not c["ok"]]
+    outputs = {"cells": cells, "n_cells": len(cells) - 1, "kpoints": list(kpts) if kpts else None}
     if lost:
-        hard = [c for c in cells if not c["converged"] and c["failure_code"] != "ionic_not_converged"]
+        retry = [c for c in lost if c["retryable"]]
+        names = ", ".join(f"{c['name']} ({c['failure_code']})" for c in lost)
         return StageOutcome(
             ok=False,
             outputs=outputs,
-            failure_code="strained_cell_not_converged" if not hard else hard[0]["failure_code"],
-            message=f"strained cells {lost} did not converge; the tensor is not fitted from partial data",
+            failure_code=lost[0]["failure_code"] if len({c["failure_code"] for c in lost}) == 1 else "strained_cells_not_converged",
+            message=f"cells not converged: {names}; the tensor is not fitted from partial data",
             output_present=True,
-            retryable=not hard,
-            next_intervention=RESTART if not hard else None,
+            retryable=bool(retry),
+            next_intervention="; ".join(f"{c['name']}: {c['intervention']}" for c in retry) or None,
         )
-    fit = fit_elastic([c["deformation"] for c in cells], [c["stress_gpa"] for c in cells], eq.stress_gpa)
+    eq = cells[0]
+    fit = fit_elastic([c["deformation"] for c in cells[1:]], [c["stress_gpa"] for c in cells[1:]], eq["stress_gpa"])
     for c in cells:
-        c.pop("structure")  # the final positions are in the attempt folder; keep the record small
-    return StageOutcome(ok=True, outputs={**outputs, **fit}, output_present=True)
+        c.pop("state")
+    return StageOutcome(ok=True, outputs={**outputs, "eq_stress_gpa": eq["stress_gpa"], **fit}, output_present=True)
 
-
-def _deform(structure, d) -> Structure:
-    from pymatgen.analysis.elasticity.strain import Deformation
-
-    return Deformation(np.asarray(d)).apply_to_structure(structure)

@@ -11,11 +11,6 @@ from aimmat.engines import EngineResult, get_engine
 from aimmat.manifest.identity import structure_sha256
 from aimmat.stages.base import StageOutcome
 
-# Ladder for ASE-driven relaxations: the only remedy an optimizer that hit its
-# step cap needs is to continue from where it stopped.
-RESTART = "restart from last structure"
-
-
 def summarize(result: EngineResult) -> dict:
     structure = Structure.from_dict(result.structure)
     forces = np.asarray(result.forces_ev_per_a)
@@ -34,31 +29,44 @@ def summarize(result: EngineResult) -> dict:
     }
 
 
-def _failed(result: EngineResult, retryable: bool, intervention: str | None) -> StageOutcome:
+def engine_extra(result: EngineResult) -> dict:
+    """Engine facts worth keeping per attempt (pw.x memory estimate, k-mesh, magnetization...)."""
+    return {k: v for k, v in result.extra.items() if v is not None}
+
+
+def run_engine_task(task: str, structure, profile: dict, directory: Path, previous: StageOutcome | None, kpts=None) -> StageOutcome:
+    """One engine run with the retry ladder: the previous attempt's outcome
+    says which parameter overrides and which start structure come next."""
+    engine = get_engine(profile)
+    overrides = {}
+    if previous is not None:
+        overrides = dict(previous.outputs.get("next_overrides", {}))
+        if previous.outputs.get("restart") and previous.outputs.get("structure"):
+            structure = Structure.from_dict(previous.outputs["structure"])
+    result = engine.run(structure, {**profile, **overrides}, task, directory, kpts=kpts)
+    outputs = summarize(result) if result.energy_ev is not None and result.structure else {}
+    if result.structure and "structure" not in outputs:
+        outputs["structure"] = result.structure
+    outputs.update(overrides=overrides, engine=engine_extra(result))
+    if not result.failure_code:
+        return StageOutcome(ok=True, outputs=outputs, output_present=True)
+    rem = engine.remedy(result.failure_code, overrides, profile)
+    if rem is not None:
+        outputs.update(next_overrides=rem.overrides, restart=rem.restart)
     return StageOutcome(
         ok=False,
-        outputs=summarize(result) if result.output_present else {},
+        outputs=outputs,
         failure_code=result.failure_code,
         message=result.message,
         output_present=result.output_present,
-        retryable=retryable,
-        next_intervention=intervention,
+        retryable=rem is not None,
+        next_intervention=rem.tag if rem else None,
     )
 
 
 def run_relax(structure, profile: dict, directory: Path, previous: StageOutcome | None) -> StageOutcome:
-    if previous is not None and previous.outputs.get("structure"):
-        structure = Structure.from_dict(previous.outputs["structure"])
-    result = get_engine(profile).run(structure, profile, "relax", directory)
-    if result.failure_code == "ionic_not_converged":
-        return _failed(result, True, RESTART)
-    if result.failure_code:
-        return _failed(result, False, None)
-    return StageOutcome(ok=True, outputs=summarize(result), output_present=True)
+    return run_engine_task("relax", structure, profile, directory, previous)
 
 
-def run_scf(structure, profile: dict, directory: Path) -> StageOutcome:
-    result = get_engine(profile).run(structure, profile, "static", directory)
-    if result.failure_code:
-        return _failed(result, False, None)
-    return StageOutcome(ok=True, outputs=summarize(result), output_present=True)
+def run_scf(structure, profile: dict, directory: Path, previous: StageOutcome | None = None) -> StageOutcome:
+    return run_engine_task("static", structure, profile, directory, previous)

@@ -51,8 +51,16 @@ class CandidateRecord(_Rec):
     elements: int = Field(description="The set's element-count label at import.")
     n_elements: int = Field(description="Distinct elements in the structure.")
     formula: str
+    species: list[str] = Field(default_factory=list, description="Sorted element symbols.")
     key: str
     key_inputs: dict[str, Any]
     structure: dict[str, Any]
     structure_sha256: str
     provenance: dict[str, Any]
+
+
+def record_elements(rec: CandidateRecord) -> list[str]:
+    """Sorted element symbols of a candidate (from the record, or its structure)."""
+    if rec.species:
+        return rec.species
+    return sorted({sp["element"] for site in rec.structure["sites"] for sp in site["species"]})

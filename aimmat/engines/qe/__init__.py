@@ -1,0 +1,1 @@
+"""Quantum ESPRESSO pw.x engine: inputs, run, parse, taxonomy."""

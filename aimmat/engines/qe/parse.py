@@ -1,0 +1,168 @@
+"""Read pw.x output text. Written against the strings of pw.x 6.x/7.x.
+
+ASE's reader gives energies, forces and stresses of finished runs but raises
+on truncated or unconverged output (AssertionError, IndexError), so the
+convergence markers and the last structure are read here from the raw text,
+and ASE is used only for complete images.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+RY_EV = 13.605693122994
+BOHR_A = 0.529177210903
+RY_PER_BOHR3_GPA = 14710.507848260711  # 1 Ry/bohr^3 in GPa
+
+DIAG_MARKERS = (
+    "S matrix not positive definite",
+    "problems computing cholesky",
+    "too many bands are not converged",
+    "eigenvectors failed to converge",
+    "zhegvd failed",
+    "[Q, R] = qr(X, 0) failed",
+)
+
+
+@dataclass
+class PwOutput:
+    text: str
+    version: str | None = None
+    job_done: bool = False
+    energies_ry: list[float] = field(default_factory=list)
+    stresses_gpa: list[np.ndarray] = field(default_factory=list)  # tensile positive
+    forces_ev_per_a: list[np.ndarray] = field(default_factory=list)
+    scf_converged: list[bool] = field(default_factory=list)  # one per SCF cycle, in order
+    walltime_hit: bool = False
+    bfgs_converged: bool = False
+    bfgs_history_reset_stop: bool = False
+    nstep_reached: bool = False
+    final_scf_started: bool = False
+    charge_wrong: bool = False
+    diagonalization_error: str | None = None
+    error_block: str | None = None
+    memory_mb: float | None = None
+    wall_s: float | None = None
+    total_magnetization: float | None = None
+    cell_a: np.ndarray | None = None  # last cell, A (rows are vectors)
+    positions_frac: np.ndarray | None = None  # last positions, crystal coordinates
+    species: list[str] | None = None
+    bands_occupied: bool | None = None  # fixed occupations printed HOMO/LUMO
+
+    @property
+    def last_energy_ev(self) -> float | None:
+        return self.energies_ry[-1] * RY_EV if self.energies_ry else None
+
+
+def _floats(line: str) -> list[float]:
+    return [float(x) for x in re.findall(r"-?\d+\.\d+(?:[EeDd][-+]?\d+)?", line.replace("D", "E"))]
+
+
+def _time_s(token: str) -> float:
+    """pw.x times: '12.3s', '1m23.45s', '1h 2m'."""
+    total = 0.0
+    for value, unit in re.findall(r"([\d.]+)\s*([hms])", token):
+        total += float(value) * {"h": 3600, "m": 60, "s": 1}[unit]
+    return total
+
+
+def parse_pw_output(text: str) -> PwOutput:
+    out = PwOutput(text)
+    lines = text.splitlines()
+    alat_a = None
+    i = 0
+    n = len(lines)
+    while i < n:
+        line = lines[i]
+        s = line.strip()
+        if "Program PWSCF v." in line:
+            m = re.search(r"Program PWSCF v\.(\S+)", line)
+            out.version = m.group(1) if m else None
+        elif "lattice parameter (alat)" in line:
+            alat_a = _floats(line)[0] * BOHR_A
+        elif s.startswith("!") and "total energy" in s:
+            out.energies_ry.append(_floats(s)[0])
+        elif "convergence has been achieved in" in line:
+            out.scf_converged.append(True)
+        elif "convergence NOT achieved after" in line:
+            out.scf_converged.append(False)
+        elif "total   stress" in line and i + 3 < n:
+            rows = [_floats(lines[i + k])[:3] for k in (1, 2, 3)]
+            try:
+                out.stresses_gpa.append(-np.array(rows, dtype=float) * RY_PER_BOHR3_GPA)
+            except ValueError:  # '*******' overflow in the Fortran field
+                out.stresses_gpa.append(np.full((3, 3), np.nan))
+            i += 3
+        elif "Forces acting on atoms" in line:
+            forces = []
+            j = i + 1
+            while j < n and (not lines[j].strip() or "atom" in lines[j] and "force =" in lines[j]):
+                if "force =" in lines[j]:
+                    forces.append(_floats(lines[j].split("force =")[1])[:3])
+                j += 1
+            if forces:
+                out.forces_ev_per_a.append(np.array(forces) * RY_EV / BOHR_A)
+            i = j - 1
+        elif "Maximum CPU time exceeded" in line:
+            out.walltime_hit = True
+        elif "bfgs converged in" in line:
+            out.bfgs_converged = True
+        elif "history already reset at previous step: stopping" in line or "bfgs failed after" in line:
+            out.bfgs_history_reset_stop = True
+        elif "The maximum number of steps has been reached" in line:
+            out.nstep_reached = True
+        elif "final scf calculation at the relaxed structure" in line.lower():
+            out.final_scf_started = True
+        elif "charge is wrong" in line:
+            out.charge_wrong = True
+        elif "Estimated max dynamical RAM per process" in line or "Estimated total dynamical RAM" in line:
+            m = re.search(r">\s*([\d.]+)\s*(MB|GB|Mb)", line)
+            if m:
+                mb = float(m.group(1)) * (1024 if m.group(2) == "GB" else 1)
+                out.memory_mb = max(out.memory_mb or 0.0, mb)
+        elif s.startswith("PWSCF") and "WALL" in s:
+            out.wall_s = _time_s(s.split("CPU")[1])
+        elif "total magnetization" in line and "Bohr mag/cell" in line:
+            out.total_magnetization = _floats(line)[0]
+        elif "highest occupied, lowest unoccupied level" in line:
+            out.bands_occupied = True
+        elif s.startswith("%%%%%%%%") and i + 1 < n and "Error in routine" in lines[i + 1]:
+            j = i + 1
+            block = []
+            while j < n and not lines[j].strip().startswith("%%%%"):
+                block.append(lines[j].strip())
+                j += 1
+            out.error_block = " ".join(b for b in block if b)
+            i = j
+        elif s.startswith("CELL_PARAMETERS"):
+            rows = [_floats(lines[i + k])[:3] for k in (1, 2, 3)]
+            cell = np.array(rows)
+            if "alat" in s:
+                m = re.search(r"alat\s*=\s*([\d.]+)", s)
+                scale = float(m.group(1)) * BOHR_A if m else alat_a
+                cell = cell * scale
+            elif "bohr" in s:
+                cell = cell * BOHR_A
+            out.cell_a = cell
+            i += 3
+        elif s.startswith("ATOMIC_POSITIONS") and "crystal" in s:
+            pos, spec = [], []
+            j = i + 1
+            while j < n and len(lines[j].split()) >= 4 and re.match(r"^\s*[A-Z][a-z]?\w*\s+-?\d", lines[j]):
+                parts = lines[j].split()
+                spec.append(parts[0])
+                pos.append([float(x) for x in parts[1:4]])
+                j += 1
+            out.positions_frac, out.species = np.array(pos), spec
+            i = j - 1
+        elif "JOB DONE" in line:
+            out.job_done = True
+        else:
+            for marker in DIAG_MARKERS:
+                if marker in line:
+                    out.diagonalization_error = marker
+        i += 1
+    return out

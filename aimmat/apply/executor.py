@@ -7,6 +7,7 @@ and a screen that fails blocks what follows.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aimmat
+from aimmat.apply import slots
 from aimmat.apply.backend import make_backend
 from aimmat.apply.prepare import candidate_record, new_candidates
 from aimmat.apply.runner import StageTask, TaskResult, run_task
@@ -157,6 +159,7 @@ def apply(
     replace: frozenset[str] = frozenset(),
     prune: bool = False,
     progress: bool = True,
+    cores: int | None = None,
 ) -> tuple[ApplySummary, Plan]:
     t0 = time.perf_counter()
     cdir = spec.campaign_dir
@@ -171,13 +174,14 @@ def apply(
         for tmp in observed.temp_files:  # half-written files of a killed apply
             tmp.unlink(missing_ok=True)
         _reconcile_journal(cdir, observed)
-        journal.append(cdir, "apply_start", manifest_sha256=spec.sha256, aimmat=aimmat.__version__, pid=__import__("os").getpid())
+        journal.append(cdir, "apply_start", manifest_sha256=spec.sha256, aimmat=aimmat.__version__, pid=os.getpid())
         initial = plan(spec, observed, replace=replace, target=target, alive=lambda rec: False)
         if prune:
             summary.pruned = _prune(spec, initial.orphans)
         srcs = {(s.set_name, s.cand_id): s for s in spec.candidates}
         queue = list(dict.fromkeys((a.set_name, a.cand_id) for a in initial.actions if a.pending))
         replace_left = {k: set(replace) for k in queue}
+        slots.init(cores or os.cpu_count() or 1)  # before the pool forks: shared by all workers
         backend = make_backend(jobs)
         prog = Progress(progress)
         inflight = {}

@@ -8,13 +8,29 @@ from aimmat.errors import ManifestError
 from aimmat.manifest.identity import structure_sha256
 from aimmat.manifest.load import CampaignSpec
 from aimmat.manifest.sources import read_structure
-from aimmat.plan.keys import import_inputs, import_key, stage_key
-from aimmat.state.records import CandidateRecord
+from aimmat.plan.keys import engine_version, import_inputs, import_key, qe_pseudo_files, stage_key
+from aimmat.state.records import CandidateRecord, record_elements
 from aimmat.state.scan import Observed
 
 
+def check_environment(spec: CampaignSpec) -> None:
+    """Programs the enabled stages need (exit 5 when missing)."""
+    kinds = {spec.manifest.profiles[getattr(spec.manifest.stages, st).profile].kind for st in spec.stages if st != "screen"}
+    if "qe" in kinds:
+        engine_version("qe")
+
+
+def _qe_profiles(spec: CampaignSpec) -> list[str]:
+    names = {getattr(spec.manifest.stages, st).profile for st in spec.stages if st != "screen"}
+    return sorted(n for n in names if spec.manifest.profiles[n].kind == "qe")
+
+
 def new_candidates(spec: CampaignSpec, observed: Observed) -> dict[tuple[str, str], CandidateRecord]:
-    """CandidateRecords for every candidate whose import is pending."""
+    """CandidateRecords for every candidate whose import is pending; checks
+    that every element of every candidate has a pseudopotential in each QE
+    profile (exit 3 naming element and folder) before anything runs."""
+    check_environment(spec)
+    qe = _qe_profiles(spec)
     elements = {s.name: s for s in spec.manifest.candidate_sets}
     out: dict[tuple[str, str], CandidateRecord] = {}
     for src in spec.candidates:
@@ -23,8 +39,11 @@ def new_candidates(spec: CampaignSpec, observed: Observed) -> dict[tuple[str, st
         cset = elements[src.set_name]
         if cobs and cobs.record and cobs.record.key == key:
             _check_elements(spec, src, cset, cobs.record.n_elements, cobs.record.formula)
-            continue
-        out[(src.set_name, src.cand_id)] = candidate_record(spec, src)
+            rec = cobs.record
+        else:
+            rec = out[(src.set_name, src.cand_id)] = candidate_record(spec, src)
+        for name in qe:
+            qe_pseudo_files(spec, name, record_elements(rec))
     return out
 
 

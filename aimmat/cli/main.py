@@ -95,8 +95,9 @@ def diff(manifest, as_json, exit_code, target, replace, verbose) -> None:
 @click.option("--target", help="Restrict to SET or SET/CANDIDATE.")
 @click.option("--replace", multiple=True, help="Force STAGE to rerun (repeatable).")
 @click.option("--prune", is_flag=True, help="Delete orphans (folders not in the manifest).")
+@click.option("--cores", type=click.IntRange(1, 4096), default=None, help="Core slots for engine processes (pw.x ranks) across all jobs [default: number of cores].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def apply(manifest, jobs, target, replace, prune, quiet) -> None:
+def apply(manifest, jobs, target, replace, prune, cores, quiet) -> None:
     """Make the campaign folder match MANIFEST."""
     from aimmat.apply.executor import apply as run_apply
     from aimmat.manifest import load_manifest
@@ -105,7 +106,7 @@ def apply(manifest, jobs, target, replace, prune, quiet) -> None:
     spec = load_manifest(manifest)
     tgt = _parse_target(target)
     _check_target(spec, tgt)
-    summary, final = run_apply(spec, jobs=jobs, target=tgt, replace=_check_replace(spec, replace), prune=prune, progress=not quiet)
+    summary, final = run_apply(spec, jobs=jobs, target=tgt, replace=_check_replace(spec, replace), prune=prune, progress=not quiet, cores=cores)
     if summary.n_ran == 0 and not summary.pruned:
         click.echo(f"Nothing to do: {summary.kept} stages up to date" + (f", {summary.blocked} blocked." if summary.blocked else "."))
     else:

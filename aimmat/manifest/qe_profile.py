@@ -61,6 +61,8 @@ class QeProfile(Strict):
     mixing_beta: float = Field(0.7, gt=0, le=1)
     electron_maxstep: int = Field(100, gt=0)
     diagonalization: Literal["david", "ppcg", "paro", "cg"] = "david"
+    nbnd: int | None = Field(None, gt=0, description="Number of bands (default: pw.x's choice).")
+    ion_dynamics: Literal["bfgs", "damp"] = "bfgs"
     forc_conv_thr_ry_per_bohr: float = Field(1e-3, gt=0)
     press_conv_thr_kbar: float = Field(0.5, gt=0)
     nstep: int = Field(50, gt=0, description="Ionic step cap per attempt.")
@@ -69,9 +71,10 @@ class QeProfile(Strict):
     mpi_ranks: int = Field(1, ge=1)
     launcher: str = Field("mpirun --allow-run-as-root -np {ranks}", description="Used when mpi_ranks > 1; {ranks} is substituted.")
     pw_command: str = Field("pw.x", description="pw.x executable.")
+    min_free_mem_mb: float = Field(500.0, ge=0, description="Wait before a launch until this much memory is free (MB).")
 
     # Resources change how fast, not what: they stay out of stage keys.
-    RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = ("walltime_s", "mpi_ranks", "launcher", "pw_command", "nstep", "preset")
+    RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = ("walltime_s", "mpi_ranks", "launcher", "pw_command", "nstep", "preset", "min_free_mem_mb")
 
     @model_validator(mode="before")
     @classmethod

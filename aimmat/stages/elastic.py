@@ -10,6 +10,7 @@ unstrained cell, so the fit sees no mesh change between strains.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,21 +33,17 @@ def run_elastic(structure, cfg: dict, profile: dict, directory: Path, previous: 
 
         kpts = kmesh(structure, profile)
     before = {c["name"]: c for c in (previous.outputs.get("cells") or [])} if previous else {}
-    cells = []
-    for name, d in _cells(structure, cfg):
+
+    def run_cell(name: str, d: np.ndarray) -> dict:
         old = before.get(name)
-        if old and old["ok"]:
-            cells.append(old)
-            continue
-        if old and not old["retryable"]:  # lost for good: no remedy left
-            cells.append(old)
-            continue
+        if old and (old["ok"] or not old["retryable"]):  # converged, or lost for good
+            return old
         prev = StageOutcome(ok=False, outputs=old["state"]) if old else None
         start = structure if name == "eq" else Deformation(d).apply_to_structure(structure)
         task = "static" if name == "eq" else "relax_ions"
         out = run_engine_task(task, start, profile, directory / name, prev, kpts=kpts)
         o = out.outputs
-        cells.append({
+        return {
             "name": name,
             "deformation": np.asarray(d).tolist(),
             "ok": out.ok,
@@ -59,7 +56,19 @@ def run_elastic(structure, cfg: dict, profile: dict, directory: Path, previous: 
             "engine": o.get("engine", {}),
             # what a retry needs: last positions and the next rung of the ladder
             "state": {k: o[k] for k in ("structure", "next_overrides", "restart") if k in o} if not out.ok else {},
-        })
+        }
+
+    todo = _cells(structure, cfg)
+    if profile["kind"] == "qe":
+        # pw.x runs are separate processes: launch cells side by side, as many
+        # as the campaign's core slots allow (slots.hold inside the engine).
+        from aimmat.apply import slots
+
+        width = max(1, slots.total() // int(profile.get("mpi_ranks", 1)))
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            cells = list(pool.map(lambda nd: run_cell(*nd), todo))
+    else:  # one in-process calculator: not thread-safe
+        cells = [run_cell(n, d) for n, d in todo]
     lost = [c for c in cells if not c["ok"]]
     outputs = {"cells": cells, "n_cells": len(cells) - 1, "kpoints": list(kpts) if kpts else None}
     if lost:

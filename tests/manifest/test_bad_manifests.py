@@ -69,6 +69,15 @@ CASES = {
     "unknown optimizer": (_set(("profiles", "emt", "optimizer"), "SGD"), "profiles.emt.optimizer"),
     "elements mismatch": (_set(("candidate_sets", 0, "elements"), 2), "declares elements: 2"),
     "campaign missing name": (_del(("campaign", "name")), "campaign.name"),
+    "qe profile typo": (
+        _set(("profiles", "q"), {"kind": "qe", "pseudo": {"family": "debian"}, "ecutwfc_ry": 30, "ecutwfc_ryy": 40}),
+        "profiles.q.ecutwfc_ryy: unknown key",
+    ),
+    "qe pseudo dir and family": (
+        _set(("profiles", "q"), {"kind": "qe", "pseudo": {"family": "debian", "dir": "/x"}, "ecutwfc_ry": 30}),
+        "profiles.q.pseudo: give exactly one of `dir` or `family`",
+    ),
+    "qe negative cutoff": (_set(("profiles", "q"), {"kind": "qe", "pseudo": {"family": "debian"}, "ecutwfc_ry": -30}), "profiles.q.ecutwfc_ry"),
     "yaml syntax error": ("campaign: {name: c, root: camp\nprofiles: [\n", "YAML syntax error"),
     "duplicate profile key": (
         "campaign: {name: c, root: camp}\nprofiles:\n  emt: {kind: emt}\n  emt: {kind: emt}\n"

@@ -16,8 +16,10 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 from pymatgen.core import Lattice, Structure
 
+from aimmat.apply import slots
 from aimmat.engines.base import EngineResult
 from aimmat.engines.qe.inputs import TASKS, build_input, kmesh
 from aimmat.engines.qe.parse import parse_pw_output
@@ -47,6 +49,9 @@ def pw_env() -> dict:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # gfortran buffers stdout when it is a file; an MPI_ABORT (LAPACK failure
+    # in the diagonalization, say) then loses pw.x's own error message.
+    env["GFORTRAN_UNBUFFERED_PRECONNECTED"] = "y"
     env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
     env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
     return env
@@ -90,19 +95,21 @@ class QeEngine:
         text, namelists = build_input(structure, params, task, {el: pseudos[el] for el in elements},
                                       {el: infos[el].z_valence for el in elements}, kpts, params["walltime_s"], ultrasoft)
         (directory / "pw.in").write_text(text)
-        t0 = time.perf_counter()
-        timed_out = False
+        with slots.hold(int(params.get("mpi_ranks", 1)), params.get("min_free_mem_mb", 0.0)):
+            t0 = time.perf_counter()
+            rc, timed_out = self._execute(params, directory)
+            wall = time.perf_counter() - t0
+        shutil.rmtree(directory / "out", ignore_errors=True)  # wavefunctions: large, never reused
+        return self.read(directory, structure, task, rc, timed_out, wall, kpts)
+
+    def _execute(self, params: dict, directory: Path) -> tuple[int, bool]:
         with open(directory / "pw.out", "w") as fo, open(directory / "pw.err", "w") as fe:
             proc = subprocess.Popen(command(params), cwd=directory, stdout=fo, stderr=fe, env=pw_env(), start_new_session=True)
             try:
-                rc = proc.wait(timeout=params["walltime_s"] + HARD_TIMEOUT_GRACE_S)
+                return proc.wait(timeout=params["walltime_s"] + HARD_TIMEOUT_GRACE_S), False
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                rc = proc.wait()
-                timed_out = True
-        wall = time.perf_counter() - t0
-        shutil.rmtree(directory / "out", ignore_errors=True)  # wavefunctions: large, never reused
-        return self.read(directory, structure, task, rc, timed_out, wall, kpts)
+                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank
+                return proc.wait(), True
 
     def read(self, directory: Path, structure, task: str, rc: int | None, timed_out: bool, wall: float, kpts) -> EngineResult:
         path = directory / "pw.out"
@@ -132,6 +139,8 @@ class QeEngine:
             res.structure = final.as_dict()
         elif final is not structure:
             res.structure = final.as_dict()  # partial: a restart point without results
+        if res.energy_ev is not None and not (np.isfinite(res.forces_ev_per_a).all() and np.isfinite(res.stress_gpa).all()):
+            res.failure_code = code = "non_finite_output"  # pw.x printed '*****': nothing here is physics
         res.has_output = bool(out.scf_converged)
         res.n_steps = max(0, len(out.energies_ry) - (1 if out.final_scf_started else 0))
         res.converged = code is None

@@ -61,6 +61,8 @@ def build_input(structure, params: dict, task: str, pseudos: dict[str, Path], zv
         "ecutrho": params.get("ecutrho_ry") or ecutwfc * (8 if ultrasoft else 4),
         "occupations": params["occupations"],
     }
+    if params.get("nbnd"):
+        system["nbnd"] = params["nbnd"]
     if params["occupations"] == "smearing":
         system.update(smearing=params["smearing"], degauss=params["degauss_ry"])
     electrons = {

@@ -37,7 +37,7 @@ class PwOutput:
     forces_ev_per_a: list[np.ndarray] = field(default_factory=list)
     scf_converged: list[bool] = field(default_factory=list)  # one per SCF cycle, in order
     walltime_hit: bool = False
-    bfgs_converged: bool = False
+    ionic_converged: bool = False
     bfgs_history_reset_stop: bool = False
     nstep_reached: bool = False
     final_scf_started: bool = False
@@ -90,10 +90,10 @@ def parse_pw_output(text: str) -> PwOutput:
         elif "convergence NOT achieved after" in line:
             out.scf_converged.append(False)
         elif "total   stress" in line and i + 3 < n:
-            rows = [_floats(lines[i + k])[:3] for k in (1, 2, 3)]
-            try:
-                out.stresses_gpa.append(-np.array(rows, dtype=float) * RY_PER_BOHR3_GPA)
-            except ValueError:  # '*******' overflow in the Fortran field
+            rows = [_floats(lines[i + k]) for k in (1, 2, 3)]
+            if all(len(r) >= 6 for r in rows):
+                out.stresses_gpa.append(-np.array([r[:3] for r in rows]) * RY_PER_BOHR3_GPA)
+            else:  # '*******' overflow in a Fortran field
                 out.stresses_gpa.append(np.full((3, 3), np.nan))
             i += 3
         elif "Forces acting on atoms" in line:
@@ -101,15 +101,16 @@ def parse_pw_output(text: str) -> PwOutput:
             j = i + 1
             while j < n and (not lines[j].strip() or "atom" in lines[j] and "force =" in lines[j]):
                 if "force =" in lines[j]:
-                    forces.append(_floats(lines[j].split("force =")[1])[:3])
+                    f = _floats(lines[j].split("force =")[1])[:3]
+                    forces.append(f if len(f) == 3 else [float("nan")] * 3)  # '*****': Fortran overflow
                 j += 1
             if forces:
                 out.forces_ev_per_a.append(np.array(forces) * RY_EV / BOHR_A)
             i = j - 1
         elif "Maximum CPU time exceeded" in line:
             out.walltime_hit = True
-        elif "bfgs converged in" in line:
-            out.bfgs_converged = True
+        elif "bfgs converged in" in line or "Damped Dynamics: convergence achieved" in line:
+            out.ionic_converged = True
         elif "history already reset at previous step: stopping" in line or "bfgs failed after" in line:
             out.bfgs_history_reset_stop = True
         elif "The maximum number of steps has been reached" in line:
@@ -136,6 +137,10 @@ def parse_pw_output(text: str) -> PwOutput:
                 block.append(lines[j].strip())
                 j += 1
             out.error_block = " ".join(b for b in block if b)
+            out.charge_wrong = out.charge_wrong or "charge is wrong" in out.error_block
+            for marker in DIAG_MARKERS:
+                if marker in out.error_block:
+                    out.diagonalization_error = marker
             i = j
         elif s.startswith("CELL_PARAMETERS"):
             rows = [_floats(lines[i + k])[:3] for k in (1, 2, 3)]

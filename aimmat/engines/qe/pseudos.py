@@ -80,8 +80,15 @@ def upf_info(path: Path) -> UpfInfo:
     return UpfInfo(path, element, functional, ptype, z, wfc, rho, "")
 
 
-@lru_cache(maxsize=4096)
 def md5_file(path: Path) -> str:
+    """md5 of a file; memoized per (size, mtime) only to spare re-reading it
+    for every candidate of one diff: the key itself is the content hash."""
+    st = path.stat()
+    return _md5(path, st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=4096)
+def _md5(path: Path, size: int, mtime_ns: int) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 

@@ -46,19 +46,23 @@ def classify(out: PwOutput | None, returncode: int | None, calculation: str, tim
         return "charge_wrong"
     if out.diagonalization_error:
         return "diagonalization_failure"
-    if timed_out or (not out.job_done and out.error_block is None):
-        return "output_truncated"
+    truncated = timed_out or (not out.job_done and out.error_block is None)
     relax = calculation in ("relax", "vc-relax")
+    if relax and out.final_scf_started and (truncated or (out.scf_converged and not out.scf_converged[-1])):
+        # the ionic minimisation finished; only the final SCF on the new G-vectors failed
+        return "converged_except_final_scf"
+    if truncated:
+        return "output_truncated"
+    if out.error_block is not None:
+        return "nonzero_exit"  # pw.x stopped with its own error message
     if relax:
-        if out.final_scf_started and out.scf_converged and not out.scf_converged[-1]:
-            return "converged_except_final_scf"
         if out.scf_converged and not out.scf_converged[-1]:
             return "electronic_not_converged"
         if out.nstep_reached:
             return "ionic_nstep_exceeded"
         if out.bfgs_history_reset_stop:
             return "bfgs_history_failure"
-        if not out.bfgs_converged:
+        if not out.ionic_converged:
             return "ionic_not_converged"
     elif not out.scf_converged or not out.scf_converged[-1]:
         return "electronic_not_converged"
@@ -77,14 +81,17 @@ class Remedy:
 def remedy(code: str, overrides: dict, profile: dict) -> Remedy | None:
     """The next rung of the ladder for ``code``, given the overrides already applied."""
     ov = dict(overrides)
+    if code == "charge_wrong" and ov.get("occupations", profile["occupations"]) == "fixed":
+        ov["occupations"] = "smearing"  # pw.x: 'charge is wrong: smearing is needed' (a metal)
+        return Remedy(ov, "occupations fixed -> smearing")
     if code in ("electronic_not_converged", "converged_except_final_scf", "charge_wrong"):
         beta = ov.get("mixing_beta", profile["mixing_beta"])
         new = round(beta * MIXING_FACTOR, 4)
         if new < MIXING_MIN:
             return None
         ov["mixing_beta"] = new
-        restart = code == "converged_except_final_scf"
-        return Remedy(ov, f"mixing_beta {beta} -> {new}" + ("; restart from last structure" if restart else ""), restart)
+        # a relaxation keeps the ionic progress it made before the SCF failed
+        return Remedy(ov, f"mixing_beta {beta} -> {new}", restart=True)
     if code == "diagonalization_failure":
         cur = ov.get("diagonalization", profile["diagonalization"])
         nxt = DIAG_LADDER[DIAG_LADDER.index(cur) + 1] if cur in DIAG_LADDER[:-1] else None

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from aimmat.manifest.qe_profile import QeProfile
+
+needs_pw = pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not installed (apt-get install quantum-espresso)")
+A_SI = 5.43
+BASE = {
+    "kind": "qe",
+    "preset": "fast",
+    "pseudo": {"family": "debian", "files": {"Si": "Si.pbe-rrkj.UPF", "Al": "Al.pz-vbc.UPF"}},
+    "ecutwfc_ry": 20,
+    "kpoints": [2, 2, 2],
+    "walltime_s": 300,
+}
+
+
+def profile(**kw) -> dict:
+    return QeProfile.model_validate({**BASE, **kw}).model_dump()
+
+
+def si(shift: float = 0.0) -> Structure:
+    a = A_SI
+    return Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), ["Si", "Si"], [[0, 0, 0], [0.25 + shift, 0.25, 0.25]])
+
+
+def al() -> Structure:
+    return Structure(Lattice.cubic(4.05), ["Al"], [[0, 0, 0]])

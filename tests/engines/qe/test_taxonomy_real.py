@@ -1,0 +1,117 @@
+"""Every failure class produced by a real pw.x run with settings that provoke
+it (or by a real output cut on disk), and classified correctly."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from aimmat.engines.qe import engine as qe_engine
+from aimmat.engines.qe.engine import QeEngine
+from tests.engines.qe.conftest import al, needs_pw, profile, si
+
+pytestmark = [needs_pw, pytest.mark.needs_qe]
+
+
+def run(tmp_path, structure, task, **kw):
+    return QeEngine().run(structure, profile(**kw), task, tmp_path / "run")
+
+
+def test_success_scf(tmp_path):
+    r = run(tmp_path, si(), "static")
+    assert r.failure_code is None and r.converged
+    assert r.stress_gpa[0][0] < 0  # a = 5.43 A is compressed for PBE: compressive, negative
+    assert r.extra["memory_mb"] > 0 and r.extra["pw_version"]
+
+
+def test_electronic_not_converged(tmp_path):
+    r = run(tmp_path, si(), "static", electron_maxstep=2)
+    assert r.failure_code == "electronic_not_converged" and r.output_present
+
+
+def test_ionic_nstep_exceeded(tmp_path):
+    r = run(tmp_path, si(0.03), "relax_ions", nstep=1)
+    assert r.failure_code == "ionic_nstep_exceeded"
+    assert r.structure is not None  # the last positions: the restart point
+
+
+def test_bfgs_history_failure(tmp_path):
+    # noisy forces (loose SCF) against a force threshold they cannot meet
+    r = run(tmp_path, si(0.03), "relax_ions", conv_thr_per_atom=1e-4, forc_conv_thr_ry_per_bohr=1e-7, nstep=60)
+    assert r.failure_code == "bfgs_history_failure"
+
+
+def test_diagonalization_failure(tmp_path):
+    # more bands than a 5 Ry basis can hold: Davidson's overlap matrix is singular
+    r = run(tmp_path, al(), "static", ecutwfc_ry=5, ecutrho_ry=20, nbnd=40)
+    assert r.failure_code == "diagonalization_failure"
+    assert "S matrix not positive definite" in r.message or "cholesky" in r.message
+
+
+def test_charge_wrong(tmp_path):
+    r = run(tmp_path, al(), "static", occupations="fixed")
+    assert r.failure_code == "charge_wrong"
+
+
+def test_out_of_walltime(tmp_path):
+    r = run(tmp_path, si(), "static", kpoints=[16, 16, 16], ecutwfc_ry=40, walltime_s=1)
+    assert r.failure_code == "out_of_walltime"
+
+
+def test_output_truncated_by_kill(tmp_path, monkeypatch):
+    # our hard timeout kills pw.x mid-run, before its own clean stop
+    monkeypatch.setattr(qe_engine, "HARD_TIMEOUT_GRACE_S", -28.0)
+    r = run(tmp_path, si(), "static", kpoints=[16, 16, 16], ecutwfc_ry=40, walltime_s=30)
+    assert r.failure_code == "output_truncated"
+    assert r.extra["returncode"] != 0
+
+
+def test_output_missing(tmp_path):
+    r = run(tmp_path, si(), "static", mpi_ranks=2, launcher="false {ranks}")
+    assert r.failure_code == "output_missing" and not r.output_present
+
+
+def test_nonzero_exit_names_the_error(tmp_path):
+    r = run(tmp_path, si(), "static", ecutrho_ry=10)
+    assert r.failure_code == "nonzero_exit"
+    assert "Error in routine set_cutoff" in r.message and r.extra["returncode"] == 1
+
+
+def test_crash_is_output_truncated(tmp_path):
+    bad = tmp_path / "pseudo"
+    bad.mkdir()
+    src = open("/usr/share/espresso/pseudo/Si.pbe-rrkj.UPF").read()
+    (bad / "Si.bad.UPF").write_text(src[: len(src) // 3])  # header intact, data cut: pw.x segfaults
+    r = run(tmp_path, si(), "static", pseudo={"dir": str(bad), "files": {"Si": "Si.bad.UPF"}})
+    assert r.failure_code == "output_truncated" and r.extra["returncode"] != 0
+
+
+def test_converged_except_final_scf_from_cut_output(tmp_path):
+    eng = QeEngine()
+    r = eng.run(si(), profile(), "relax", tmp_path / "vc")
+    assert r.failure_code is None
+    out = tmp_path / "vc" / "pw.out"
+    text = out.read_text()
+    start = text.index("Final scf calculation at the relaxed structure")
+    out.write_text(text[: start + 400])  # the job died during the final SCF
+    r2 = eng.read(tmp_path / "vc", si(), "relax", None, False, 1.0, (2, 2, 2))
+    assert r2.failure_code == "converged_except_final_scf"
+    assert r2.structure is not None
+
+
+def test_ionic_not_converged_from_cut_output(tmp_path):
+    # pw.x 6.7 ends a relax only converged, at nstep, or after a BFGS reset; a
+    # relax that ends with JOB DONE but no convergence line (other codes'
+    # versions, damped dynamics variants) is cut here from a real output.
+    eng = QeEngine()
+    r = eng.run(si(0.03), profile(), "relax_ions", tmp_path / "rx")
+    assert r.failure_code is None
+    out = tmp_path / "rx" / "pw.out"
+    out.write_text("\n".join(l for l in out.read_text().splitlines() if "bfgs converged" not in l))
+    assert eng.read(tmp_path / "rx", si(), "relax_ions", 0, False, 1.0, (2, 2, 2)).failure_code == "ionic_not_converged"
+
+
+def test_damped_dynamics_convergence_is_success(tmp_path):
+    r = run(tmp_path, si(0.03), "relax_ions", ion_dynamics="damp", nstep=80)
+    assert r.failure_code is None

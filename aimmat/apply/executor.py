@@ -22,7 +22,7 @@ from aimmat.apply.backend import make_backend
 from aimmat.apply.prepare import candidate_record, new_candidates
 from aimmat.apply.runner import StageTask, TaskResult, run_task
 from aimmat.manifest.load import CampaignSpec
-from aimmat.plan.keys import qe_pseudo_files
+from aimmat.plan.keys import qe_cutoffs, qe_pseudo_files
 from aimmat.plan.plan import Action, Plan, StageAction, plan, plan_candidate
 from aimmat.state import journal
 from aimmat.state.atomic import write_json_atomic
@@ -116,9 +116,14 @@ def _task(spec: CampaignSpec, a: StageAction, cobs, imports) -> StageTask:
     cfg = getattr(spec.manifest.stages, a.stage)
     structure = cobs.record.structure if a.stage in ("screen", "relax") else cobs.stages["relax"].outputs["structure"]
     profile = spec.manifest.profiles[cfg.profile].model_dump() if a.stage != "screen" else None
+    if profile:
+        profile["retry_policy"] = spec.manifest.retry.model_dump(exclude={"max_attempts"})
     if profile and profile["kind"] == "qe":  # the exact files the key hashed, as absolute paths
-        files = qe_pseudo_files(spec, cfg.profile, record_elements(cobs.record))
+        elements = record_elements(cobs.record)
+        files = qe_pseudo_files(spec, cfg.profile, elements)
         profile["pseudo_files"] = {el: str(p) for el, p in files.items()}
+        if profile["ecutwfc_ry"] is None:
+            profile["ecutwfc_ry"], profile["ecutrho_ry"] = qe_cutoffs(spec, cfg.profile, elements)
     return StageTask(**base, structure=structure, stage_cfg=cfg.model_dump(), profile=profile, max_attempts=spec.manifest.retry.max_attempts)
 
 

@@ -8,7 +8,7 @@ from aimmat.errors import ManifestError
 from aimmat.manifest.identity import structure_sha256
 from aimmat.manifest.load import CampaignSpec
 from aimmat.manifest.sources import read_structure
-from aimmat.plan.keys import engine_version, import_inputs, import_key, qe_pseudo_files, stage_key
+from aimmat.plan.keys import engine_version, import_inputs, import_key, qe_cutoffs, qe_pseudo_files, stage_key
 from aimmat.state.records import CandidateRecord, record_elements
 from aimmat.state.scan import Observed
 
@@ -44,6 +44,8 @@ def new_candidates(spec: CampaignSpec, observed: Observed) -> dict[tuple[str, st
             rec = out[(src.set_name, src.cand_id)] = candidate_record(spec, src)
         for name in qe:
             qe_pseudo_files(spec, name, record_elements(rec))
+            if spec.manifest.profiles[name].ecutwfc_ry is None:
+                qe_cutoffs(spec, name, record_elements(rec))
     return out
 
 

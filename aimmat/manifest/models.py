@@ -138,7 +138,17 @@ class StagesSpec(Strict):
 
 
 class RetryPolicy(Strict):
+    """The retry ladder as policy. Retries are attempts, not new inputs: they never change a stage key."""
+
     max_attempts: int = Field(3, ge=1, le=20, description="Attempts per stage, first try included.")
+    mixing_beta_factor: float = Field(0.8, gt=0, lt=1, description="Electronic non-convergence: mixing_beta x this.")
+    mixing_beta_min: float = Field(0.1, gt=0, le=1, description="No electronic retry below this mixing_beta.")
+    diagonalization: list[Literal["david", "ppcg", "paro", "cg"]] = Field(
+        default_factory=lambda: ["david", "ppcg", "cg"], min_length=1, description="Diagonalization failures climb this list."
+    )
+    trust_radius_ini_bohr: float = Field(0.1, gt=0, description="BFGS history failure: first restart with this trust radius.")
+    damped_dynamics: bool = Field(True, description="BFGS history failure twice: switch to damped dynamics.")
+    restart_from_last_structure: bool = Field(True, description="Ionic, walltime and truncated runs continue from the last structure.")
 
 
 class EvidenceSpec(Strict):

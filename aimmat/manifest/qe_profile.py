@@ -50,7 +50,9 @@ class QeProfile(Strict):
     kind: Literal["qe"]
     preset: Literal["fast", "balanced", "stringent"] | None = Field(None, description="Start from a named preset.")
     pseudo: PseudoSpec
-    ecutwfc_ry: float = Field(gt=0, description="Wavefunction cutoff (Ry).")
+    ecutwfc_ry: float | None = Field(
+        None, gt=0, description="Wavefunction cutoff (Ry); default: the family's recommendation, maximum over the structure's elements."
+    )
     ecutrho_ry: float | None = Field(None, gt=0, description="Density cutoff (Ry); default 4x ecutwfc (NC) or 8x (US/PAW).")
     kspacing_per_a: float | None = Field(0.25, gt=0, description="k-point spacing (1/A, 2*pi included); ignored when `kpoints` is set.")
     kpoints: tuple[int, int, int] | None = Field(None, description="Explicit Monkhorst-Pack mesh.")

@@ -77,7 +77,33 @@ def stage_inputs(spec: CampaignSpec, stage: str, structure_sha256: str, elements
     if stage != "screen" and spec.manifest.profiles[cfg.profile].kind == "qe":
         files = qe_pseudo_files(spec, cfg.profile, elements or [])
         inputs["pseudos"] = {p.name: md5_file(p) for p in files.values()}
+        if spec.manifest.profiles[cfg.profile].ecutwfc_ry is None:
+            inputs["cutoffs_ry"] = list(qe_cutoffs(spec, cfg.profile, elements or []))
     return inputs
+
+
+def qe_cutoffs(spec: CampaignSpec, profile_name: str, elements) -> tuple[float, float | None]:
+    """(ecutwfc, ecutrho) for a structure from per-element recommendations:
+    the maximum over its elements (SSSP's convention)."""
+    from aimmat.engines.qe.engine import pseudo_folder
+    from aimmat.engines.qe.pseudos import recommended_cutoffs
+
+    profile = spec.manifest.profiles[profile_name]
+    folder = pseudo_folder(profile.pseudo.model_dump(), spec.base)
+    wfc, rho = 0.0, None
+    for el, path in qe_pseudo_files(spec, profile_name, elements).items():
+        rec = recommended_cutoffs(folder, el, path)
+        if rec is None:
+            raise ManifestError(
+                f"{spec.path}: profiles.{profile_name}.ecutwfc_ry: no recommended cutoff for {el} ({path.name}) in {folder}",
+                fix="set ecutwfc_ry (and ecutrho_ry) in the profile, or use a family that ships cutoffs (SSSP)",
+            )
+        wfc = max(wfc, rec[0])
+        if rec[1]:
+            rho = max(rho or 0.0, rec[1])
+    if profile.ecutrho_ry is not None:
+        rho = profile.ecutrho_ry
+    return wfc, rho
 
 
 def qe_pseudo_files(spec: CampaignSpec, profile_name: str, elements) -> dict[str, Path]:

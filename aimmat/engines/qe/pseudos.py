@@ -92,10 +92,45 @@ def _md5(path: Path, size: int, mtime_ns: int) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+def family_table(folder: Path) -> dict[str, dict]:
+    """Per-element recommendations shipped with a family (SSSP's JSON:
+    {"Si": {"filename": ..., "cutoff_wfc": 30.0, "cutoff_rho": 240.0}, ...})."""
+    files = tuple((p, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.json"))) if folder.is_dir() else ()
+    return _family_table(files)
+
+
+@lru_cache(maxsize=64)
+def _family_table(files: tuple) -> dict[str, dict]:
+    import json
+
+    for path, _ in files:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data and all(isinstance(v, dict) and "filename" in v for v in data.values()):
+            return data
+    return {}
+
+
+def recommended_cutoffs(folder: Path, element: str, path: Path) -> tuple[float, float | None] | None:
+    """(ecutwfc, ecutrho) in Ry suggested for ``element``: the family's table
+    first, then the UPF header; None when neither says."""
+    row = family_table(folder).get(element)
+    if row and row.get("cutoff_wfc"):
+        return float(row["cutoff_wfc"]), float(row["cutoff_rho"]) if row.get("cutoff_rho") else None
+    info = upf_info(path)
+    if info.wfc_cutoff_ry:
+        return info.wfc_cutoff_ry, info.rho_cutoff_ry
+    return None
+
+
 def find_pseudo(folder: Path, element: str, files: dict[str, str], functional: str) -> Path:
-    """The UPF file for ``element``; raises LookupError with what was found."""
-    if element in files:
-        path = folder / files[element]
+    """The UPF file for ``element``: named in ``files``, named by the family's
+    table, or the best match in the folder. Raises LookupError saying why."""
+    name = files.get(element) or family_table(folder).get(element, {}).get("filename")
+    if name:
+        path = folder / name
         if not path.is_file():
             raise LookupError(f"pseudopotential file {path} for {element} does not exist")
         return path

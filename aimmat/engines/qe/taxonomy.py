@@ -26,9 +26,14 @@ CODES = (
     "nonzero_exit",
 )
 
-DIAG_LADDER = ("david", "ppcg", "cg")
-MIXING_FACTOR = 0.8
-MIXING_MIN = 0.1
+DEFAULT_POLICY = {
+    "mixing_beta_factor": 0.8,
+    "mixing_beta_min": 0.1,
+    "diagonalization": ["david", "ppcg", "cg"],
+    "trust_radius_ini_bohr": 0.1,
+    "damped_dynamics": True,
+    "restart_from_last_structure": True,
+}
 
 
 def classify(out: PwOutput | None, returncode: int | None, calculation: str, timed_out: bool = False) -> str | None:
@@ -78,37 +83,43 @@ class Remedy:
     restart: bool = False  # continue from the last structure of the failed run
 
 
-def remedy(code: str, overrides: dict, profile: dict) -> Remedy | None:
-    """The next rung of the ladder for ``code``, given the overrides already applied."""
+def remedy(code: str, overrides: dict, profile: dict, policy: dict | None = None) -> Remedy | None:
+    """The next rung of the ladder for ``code``, given the overrides already
+    applied and the manifest's retry policy (``retry:``)."""
+    pol = {**DEFAULT_POLICY, **(policy or profile.get("retry_policy") or {})}
     ov = dict(overrides)
     if code == "charge_wrong" and ov.get("occupations", profile["occupations"]) == "fixed":
         ov["occupations"] = "smearing"  # pw.x: 'charge is wrong: smearing is needed' (a metal)
         return Remedy(ov, "occupations fixed -> smearing")
     if code in ("electronic_not_converged", "converged_except_final_scf", "charge_wrong"):
         beta = ov.get("mixing_beta", profile["mixing_beta"])
-        new = round(beta * MIXING_FACTOR, 4)
-        if new < MIXING_MIN:
+        new = round(beta * pol["mixing_beta_factor"], 4)
+        if new < pol["mixing_beta_min"]:
             return None
         ov["mixing_beta"] = new
         # a relaxation keeps the ionic progress it made before the SCF failed
         return Remedy(ov, f"mixing_beta {beta} -> {new}", restart=True)
     if code == "diagonalization_failure":
         cur = ov.get("diagonalization", profile["diagonalization"])
-        nxt = DIAG_LADDER[DIAG_LADDER.index(cur) + 1] if cur in DIAG_LADDER[:-1] else None
-        if cur == "paro":
-            nxt = "cg"
-        if nxt is None:
+        ladder = list(pol["diagonalization"])
+        later = ladder[ladder.index(cur) + 1 :] if cur in ladder else [d for d in ladder if d != cur][:1]
+        if not later:
             return None
+        nxt = later[0]
         ov["diagonalization"] = nxt
         return Remedy(ov, f"diagonalization {cur} -> {nxt}")
     if code in ("ionic_not_converged", "ionic_nstep_exceeded", "out_of_walltime", "output_truncated"):
+        if not pol["restart_from_last_structure"]:
+            return None
         return Remedy(ov, "restart from last structure", restart=True)
     if code == "bfgs_history_failure":
         if ov.get("ion_dynamics") == "damp":
             return None
         if "trust_radius_ini" not in ov:
-            ov["trust_radius_ini"] = 0.1
-            return Remedy(ov, "trust_radius_ini 0.5 -> 0.1; restart from last structure", restart=True)
+            ov["trust_radius_ini"] = pol["trust_radius_ini_bohr"]
+            return Remedy(ov, f"trust_radius_ini 0.5 -> {pol['trust_radius_ini_bohr']}; restart from last structure", restart=True)
+        if not pol["damped_dynamics"]:
+            return None
         ov["ion_dynamics"] = "damp"
         return Remedy(ov, "ion_dynamics bfgs -> damp; restart from last structure", restart=True)
     return None  # output_missing, nonzero_exit (pw.x named an error): no known remedy

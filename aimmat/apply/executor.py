@@ -124,6 +124,8 @@ def _task(spec: CampaignSpec, a: StageAction, cobs, imports) -> StageTask:
         profile["pseudo_files"] = {el: str(p) for el, p in files.items()}
         if profile["ecutwfc_ry"] is None:
             profile["ecutwfc_ry"], profile["ecutrho_ry"] = qe_cutoffs(spec, cfg.profile, elements)
+        if a.key_inputs.get("metallic"):  # the relaxation's bands cross E_F: denser mesh
+            profile["kspacing_per_a"] = profile["kspacing_metal_per_a"]
     return StageTask(**base, structure=structure, stage_cfg=cfg.model_dump(), profile=profile, max_attempts=spec.manifest.retry.max_attempts)
 
 

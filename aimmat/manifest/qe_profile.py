@@ -55,6 +55,9 @@ class QeProfile(Strict):
     )
     ecutrho_ry: float | None = Field(None, gt=0, description="Density cutoff (Ry); default 4x ecutwfc (NC) or 8x (US/PAW).")
     kspacing_per_a: float | None = Field(0.25, gt=0, description="k-point spacing (1/A, 2*pi included); ignored when `kpoints` is set.")
+    kspacing_metal_per_a: float | None = Field(
+        0.15, gt=0, description="Spacing for SCF and elastic of candidates whose relaxation came out metallic (a band crosses E_F)."
+    )
     kpoints: tuple[int, int, int] | None = Field(None, description="Explicit Monkhorst-Pack mesh.")
     occupations: Literal["smearing", "fixed"] = "smearing"
     smearing: Literal["gaussian", "mv", "mp", "fd"] = "mv"

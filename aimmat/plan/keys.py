@@ -65,7 +65,8 @@ def _static_inputs(spec: CampaignSpec, stage: str) -> dict[str, Any]:
     return inputs
 
 
-def stage_inputs(spec: CampaignSpec, stage: str, structure_sha256: str, elements: list[str] | None = None) -> dict[str, Any]:
+def stage_inputs(spec: CampaignSpec, stage: str, structure_sha256: str, elements: list[str] | None = None,
+                 metallic: bool | None = None) -> dict[str, Any]:
     """Everything that determines ``stage``'s result for one input structure (canonical).
 
     For `kind: qe` profiles the md5 of each element's pseudopotential file is
@@ -79,7 +80,15 @@ def stage_inputs(spec: CampaignSpec, stage: str, structure_sha256: str, elements
         inputs["pseudos"] = {p.name: md5_file(p) for p in files.values()}
         if spec.manifest.profiles[cfg.profile].ecutwfc_ry is None:
             inputs["cutoffs_ry"] = list(qe_cutoffs(spec, cfg.profile, elements or []))
+        if uses_metal_mesh(spec.manifest.profiles[cfg.profile], stage):
+            inputs["metallic"] = bool(metallic)
     return inputs
+
+
+def uses_metal_mesh(profile, stage: str) -> bool:
+    """SCF and elastic of a qe profile pick their k-spacing from whether the
+    relaxation came out metallic (unless the mesh is explicit)."""
+    return stage in ("scf", "elastic") and profile.kpoints is None and profile.kspacing_metal_per_a is not None
 
 
 def qe_cutoffs(spec: CampaignSpec, profile_name: str, elements) -> tuple[float, float | None]:

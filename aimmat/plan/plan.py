@@ -145,11 +145,14 @@ def plan_candidate(
                 act(Action.RERUN, f"upstream {src_stage} will {upstream.action.value}")
             continue
 
+        metallic = None
         if src_stage == "import":
             struct_sha = crec.structure_sha256
         else:
-            struct_sha = cobs.stages[src_stage].outputs["structure_sha256"]
-        inputs = stage_inputs(spec, stage, struct_sha, record_elements(crec))
+            upstream_out = cobs.stages[src_stage].outputs
+            struct_sha = upstream_out["structure_sha256"]
+            metallic = upstream_out.get("engine", {}).get("metallic")
+        inputs = stage_inputs(spec, stage, struct_sha, record_elements(crec), metallic)
         key = stage_key(inputs)
         after = [f"after {gate.stage}"] if gate.action in PENDING else []
 

@@ -65,9 +65,17 @@ def test_si_and_al_relax_scf(tmp_path, cli):
         scf = _rec(tmp_path, f"1-element/{name}/scf")["outputs"]
         assert scf["structure_sha256"] == relax["structure_sha256"]
         assert scf["energy_per_atom_ev"] < 0
-    al = Structure.from_dict(_rec(tmp_path, "1-element/Al/relax")["outputs"]["structure"])
-    mesh = [int(np.ceil(b / 0.3)) for b in al.lattice.reciprocal_lattice.abc]
-    assert _rec(tmp_path, "1-element/Al/scf")["outputs"]["engine"]["kpoints"] == mesh == [10, 10, 10]
+    # metals are detected from the relaxation's bands and get the denser metal
+    # spacing (the fast preset's 0.25/A) for SCF; Si keeps 0.3/A
+    relax_al = _rec(tmp_path, "1-element/Al/relax")["outputs"]
+    assert relax_al["engine"]["metallic"] is True
+    assert _rec(tmp_path, "1-element/Si/relax")["outputs"]["engine"]["metallic"] is False
+    al = Structure.from_dict(relax_al["structure"])
+    mesh = [int(np.ceil(b / 0.25)) for b in al.lattice.reciprocal_lattice.abc]
+    scf_al = _rec(tmp_path, "1-element/Al/scf")
+    assert scf_al["outputs"]["engine"]["kpoints"] == mesh
+    assert scf_al["key_inputs"]["metallic"] is True
+    assert _rec(tmp_path, "1-element/Si/scf")["outputs"]["engine"]["kpoints"] == [7, 7, 7]
     code, out, _ = cli("status", path, "--json")
     assert json.loads(out)["total"]["scfdone"] == 2
     assert cli("diff", path, "--exit-code")[0] == 0

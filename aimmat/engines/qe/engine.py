@@ -123,7 +123,8 @@ class QeEngine:
             res.message = f"pw.x wrote no output (exit {rc})"
             return res
         res.extra.update(pw_version=out.version, memory_mb=out.memory_mb, pw_wall_s=out.wall_s,
-                         total_magnetization=out.total_magnetization, n_scf=len(out.scf_converged))
+                         total_magnetization=out.total_magnetization, n_scf=len(out.scf_converged),
+                         metallic=out.metallic, fermi_ev=out.fermi_ev)
         final = structure
         if out.cell_a is not None or out.positions_frac is not None:
             cell = out.cell_a if out.cell_a is not None else structure.lattice.matrix

@@ -17,6 +17,7 @@ RY_EV = 13.605693122994
 BOHR_A = 0.529177210903
 RY_PER_BOHR3_GPA = 14710.507848260711  # 1 Ry/bohr^3 in GPa
 
+METAL_GAP_EV = 0.05  # below this band gap over the k-mesh, a structure counts as metallic
 DIAG_MARKERS = (
     "S matrix not positive definite",
     "problems computing cholesky",
@@ -51,6 +52,34 @@ class PwOutput:
     positions_frac: np.ndarray | None = None  # last positions, crystal coordinates
     species: list[str] | None = None
     bands_occupied: bool | None = None  # fixed occupations printed HOMO/LUMO
+    fermi_ev: float | None = None
+    bands_ev: list[list[float]] = field(default_factory=list)  # last SCF: eigenvalues per k-point
+
+    n_electrons: float | None = None
+    spin_polarized: bool = False
+
+    @property
+    def metallic(self) -> bool | None:
+        """No gap between the highest occupied and lowest empty band over the
+        k-mesh (non-spin-polarized runs; None when it cannot be told).
+
+        The Fermi level of a smeared semiconductor sits inside the valence-band
+        tail, so "a band crosses E_F" is not a test; the band-count gap is.
+        A finished fixed-occupation run is an insulator (pw.x stops a metal
+        with 'charge is wrong').
+        """
+        if self.bands_occupied:
+            return False
+        if self.spin_polarized or self.n_electrons is None or not self.bands_ev:
+            return None
+        half = self.n_electrons / 2
+        if abs(half - round(half)) > 1e-6:
+            return True  # a half-filled band
+        nocc = int(round(half))
+        if min(len(b) for b in self.bands_ev) <= nocc:
+            return None
+        gap = min(b[nocc] for b in self.bands_ev) - max(b[nocc - 1] for b in self.bands_ev)
+        return gap < METAL_GAP_EV
 
     @property
     def last_energy_ev(self) -> float | None:
@@ -128,8 +157,26 @@ def parse_pw_output(text: str) -> PwOutput:
             out.wall_s = _time_s(s.split("CPU")[1])
         elif "total magnetization" in line and "Bohr mag/cell" in line:
             out.total_magnetization = _floats(line)[0]
-        elif "highest occupied, lowest unoccupied level" in line:
+        elif "highest occupied" in line and "level" in line:
             out.bands_occupied = True
+        elif "number of electrons" in line and "=" in line:
+            out.n_electrons = _floats(line)[0]
+        elif "SPIN UP" in line or "spin up/dw Fermi" in line:
+            out.spin_polarized = True
+        elif "the Fermi energy is" in line:
+            out.fermi_ev = _floats(line)[0]
+        elif "End of self-consistent calculation" in line:
+            out.bands_ev, out.fermi_ev = [], None
+        elif s.startswith("k =") and "bands (ev)" in line:
+            vals: list[float] = []
+            j = i + 1
+            while j < n and not lines[j].strip():
+                j += 1
+            while j < n and lines[j].strip() and re.match(r"^\s*-?\d", lines[j]):
+                vals.extend(float(x) for x in re.findall(r"-?\d+\.\d+", lines[j]))
+                j += 1
+            out.bands_ev.append(vals)
+            i = j - 1
         elif s.startswith("%%%%%%%%") and i + 1 < n and "Error in routine" in lines[i + 1]:
             j = i + 1
             block = []

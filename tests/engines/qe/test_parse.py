@@ -71,3 +71,22 @@ def test_ladder_rungs():
     assert remedy("ionic_nstep_exceeded", {}, prof).restart
     assert remedy("charge_wrong", {}, {**prof, "occupations": "fixed"}).overrides == {"occupations": "smearing"}
     assert remedy("nonzero_exit", {}, prof) is None
+
+
+def _bands(ne, blocks, fermi=None):
+    text = f"     number of electrons       =         {ne:.2f}\n     End of self-consistent calculation\n"
+    for b in blocks:
+        text += "\n          k = 0.0000 0.0000 0.0000 (  100 PWs)   bands (ev):\n\n    " + "  ".join(f"{x:8.4f}" for x in b) + "\n"
+    if fermi is not None:
+        text += f"\n     the Fermi energy is {fermi:10.4f} ev\n"
+    return parse_pw_output(text)
+
+
+def test_metal_detection_by_band_gap_not_fermi_crossing():
+    # a smeared semiconductor: E_F sits just below the valence-band top, yet there is a gap
+    semi = _bands(8, [[-5.7, 5.99, 5.99, 5.99, 6.63, 7.1], [-3.0, 2.0, 4.0, 5.0, 7.0, 8.0]], fermi=5.96)
+    assert semi.metallic is False
+    overlap = _bands(8, [[-5.0, 1.0, 2.0, 6.5, 6.0, 9.0], [-5.0, 1.0, 2.0, 5.0, 7.0, 9.0]], fermi=6.2)
+    assert overlap.metallic is True  # band 4 tops at 6.5, band 5 bottoms at 6.0
+    assert _bands(3, [[-2.0, 5.0, 7.0]], fermi=4.0).metallic is True  # odd electron count
+    assert _bands(8, [[-5.0, 1.0, 2.0, 3.0]]).metallic is None  # no empty band printed

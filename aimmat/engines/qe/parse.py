@@ -138,11 +138,12 @@ def parse_pw_output(text: str) -> PwOutput:
             i = j - 1
         elif "Maximum CPU time exceeded" in line:
             out.walltime_hit = True
-        elif "bfgs converged in" in line or "Damped Dynamics: convergence achieved" in line:
+        elif "bfgs converged in" in line or "Damped Dynamics: convergence achieved" in line or "convergence achieved, Efinal=" in line:
+            # BFGS; damped ionic dynamics; damped (Wentzcovitch) cell dynamics
             out.ionic_converged = True
         elif "history already reset at previous step: stopping" in line or "bfgs failed after" in line:
             out.bfgs_history_reset_stop = True
-        elif "The maximum number of steps has been reached" in line:
+        elif "The maximum number of steps has been reached" in line or "Maximum number of iterations reached" in line:
             out.nstep_reached = True
         elif "final scf calculation at the relaxed structure" in line.lower():
             out.final_scf_started = True

@@ -115,3 +115,9 @@ def test_ionic_not_converged_from_cut_output(tmp_path):
 def test_damped_dynamics_convergence_is_success(tmp_path):
     r = run(tmp_path, si(0.03), "relax_ions", ion_dynamics="damp", nstep=80)
     assert r.failure_code is None
+
+
+def test_damped_cell_dynamics_at_step_cap_is_nstep_exceeded(tmp_path):
+    # the ladder's last rung for a vc-relax (damp + damp-w) words its step cap differently
+    r = run(tmp_path, si(0.02), "relax", ion_dynamics="damp", nstep=3)
+    assert r.failure_code == "ionic_nstep_exceeded"

@@ -22,7 +22,7 @@ def emt_manifest(stages=("screen", "relax", "scf", "elastic"), profile=None, **e
     for s in stages:
         st[s] = {} if s == "screen" else {"profile": "emt"}
     if "elastic" in st:
-        st["elastic"].update({"norm_strains": [-0.01, 0.01], "shear_strains": [-0.01, 0.01]})
+        st["elastic"].update({"magnitudes": [-0.01, 0.01]})
     m = {
         "campaign": {"name": "c", "root": "camp"},
         "profiles": {"emt": prof},

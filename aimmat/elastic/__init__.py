@@ -1,4 +1,4 @@
-"""Elastic analysis: strain sets, tensor fit, gates, moduli. Pure numpy/pymatgen."""
+"""Elastic analysis: strain sets, symmetry-constrained fit, gates, moduli. Pure numpy/pymatgen."""
 
 from aimmat.elastic.fit import fit_elastic, strain_set
 

@@ -1,74 +1,126 @@
-"""First version of the elastic analysis (the elastic-tensor issue replaces
-the strain sets and the fit; callers use only ``strain_set`` and
-``fit_elastic``).
+"""Symmetry-constrained least-squares fit of the elastic tensor.
 
-Conventions: stress in GPa, tensile positive; strain is the Green-Lagrange
-strain of the applied deformation (pymatgen ``Strain.from_deformation``);
-Voigt vectors use engineering shear strain (2 * eps_yz ...), so that
-``sigma_voigt = C @ eps_voigt``.
+Finite strains are used consistently: each strained cell is described by
+its Lagrangian strain eta = 1/2 (F^T F - I), its Cauchy stress sigma is
+converted to the second Piola-Kirchhoff stress S = J F^-1 sigma F^-T, and
+the constants are fitted to S - sigma_0 = C : eta, where sigma_0 is the
+stress of the unstrained cell. Only the tensors the crystal's point group
+allows are fitted (the invariant basis of ``symmetry.py``), over all six
+stress components of every cell.
+
+Units: GPa, tensile positive; Voigt order xx, yy, zz, yz, xz, xy with
+engineering shear strains, so sigma_voigt = C @ eta_voigt.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from pymatgen.analysis.elasticity import ElasticTensor
-from pymatgen.analysis.elasticity.strain import Deformation, DeformedStructureSet, Strain
-from pymatgen.analysis.elasticity.stress import Stress
+
+from aimmat.elastic.gates import gates
+from aimmat.elastic.moduli import derived_moduli
+from aimmat.elastic.strains import (
+    DEFAULT_MAGNITUDES,
+    StrainSet,
+    choose_strain_set,
+    deformation_from_lagrangian,
+    design_matrix,
+    lagrangian_from_deformation,
+    matrix_to_voigt,
+    voigt_to_matrix,
+)
+from aimmat.elastic.symmetry import CrystalSymmetry, crystal_symmetry, symmetry_residual
 
 
-def strain_set(structure, norm_strains, shear_strains) -> list[np.ndarray]:
-    """Deformation gradients (3x3): the six independent strain states, each at
-    every magnitude (6 x len(magnitudes) cells)."""
-    dss = DeformedStructureSet(structure, norm_strains=list(norm_strains), shear_strains=list(shear_strains), symmetry=False)
-    return [np.asarray(d) for d in dss.deformations]
+def stress_voigt(s: np.ndarray) -> np.ndarray:
+    return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
 
 
-def derived_moduli(tensor: ElasticTensor) -> dict:
-    """Voigt-Reuss-Hill moduli (GPa) and the Hill Young's modulus and Poisson ratio.
-
-    .. math:: E_H = 9 B_H G_H / (3 B_H + G_H), \\quad \\nu = (3 B_H - 2 G_H) / (2 (3 B_H + G_H))
-    """
-    b, g = float(tensor.k_vrh), float(tensor.g_vrh)
-    return {
-        "k_voigt_gpa": float(tensor.k_voigt),
-        "k_reuss_gpa": float(tensor.k_reuss),
-        "g_voigt_gpa": float(tensor.g_voigt),
-        "g_reuss_gpa": float(tensor.g_reuss),
-        "b_h_gpa": b,
-        "g_h_gpa": g,
-        "e_h_gpa": float(tensor.y_mod) / 1e9,  # pymatgen returns Pa for a GPa tensor
-        "poisson_h": float(tensor.homogeneous_poisson),
-        "universal_anisotropy": float(tensor.universal_anisotropy),
-    }
+def pk2(f: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Second Piola-Kirchhoff stress of Cauchy stress ``sigma`` in a cell deformed by ``f``."""
+    finv = np.linalg.inv(f)
+    return np.linalg.det(f) * finv @ sigma @ finv.T
 
 
-def fit_elastic(deformations, stresses_gpa, eq_stress_gpa) -> dict:
-    """Fit the 6x6 tensor (GPa) from strained-cell stresses.
+def cauchy(f: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Inverse of ``pk2`` (used to make oracle stresses)."""
+    return f @ s @ f.T / np.linalg.det(f)
 
-    Parameters
-    ----------
-    deformations : (N, 3, 3) deformation gradients
-    stresses_gpa : (N, 3, 3) stresses of the strained cells, GPa, tensile positive
-    eq_stress_gpa : (3, 3) stress of the unstrained cell
 
-    Returns the tensor, its fit residual RMS (GPa, over all six stress
-    components of all cells), the eigenvalues of its symmetric part, the
-    positive-definiteness flag and the derived moduli.
-    """
-    strains = [Strain.from_deformation(Deformation(d)) for d in deformations]
-    stresses = [Stress(np.asarray(s)) for s in stresses_gpa]
-    tensor = ElasticTensor.from_independent_strains(strains, stresses, eq_stress=Stress(np.asarray(eq_stress_gpa)))
-    c = np.asarray(tensor.voigt)
-    eps = np.array([s.voigt for s in strains])
-    sig = np.array([s.voigt for s in stresses]) - Stress(np.asarray(eq_stress_gpa)).voigt
-    rms = float(np.sqrt(np.mean((eps @ c.T - sig) ** 2)))
-    sym = 0.5 * (c + c.T)
-    eig = np.linalg.eigvalsh(sym)
-    return {
-        "tensor_voigt_gpa": c.tolist(),
-        "fit_rms_gpa": rms,
-        "eigenvalues_gpa": eig.tolist(),
-        "min_eigenvalue_gpa": float(eig.min()),
-        "pass_pd": bool(eig.min() > 0),
-        **derived_moduli(tensor),
-    }
+def plan_strains(structure, symprec: float = 0.01, magnitudes=DEFAULT_MAGNITUDES, pure: bool = False):
+    """Symmetry of ``structure`` and the strain set for it: (symmetry, StrainSet, deformations)."""
+    sym = crystal_symmetry(structure, symprec)
+    sset = choose_strain_set(sym.basis, magnitudes, pure=pure or sym.crystal_system == "triclinic")
+    defs = [deformation_from_lagrangian(voigt_to_matrix(e)) for e in sset.voigt]
+    return sym, sset, defs
+
+
+def fit_tensor(deformations, stresses_gpa, eq_stress_gpa, basis: np.ndarray) -> dict:
+    """Least squares for the allowed constants. Returns the 6x6 tensor, the
+    residual RMS over all stress components (GPa), the standard error of each
+    C_ij (GPa; NaN when the fit has no redundancy) and the rank check."""
+    etas = np.array([matrix_to_voigt(lagrangian_from_deformation(np.asarray(f))) for f in deformations])
+    s0 = stress_voigt(np.asarray(eq_stress_gpa))
+    b = np.concatenate([stress_voigt(pk2(np.asarray(f), np.asarray(s))) - s0 for f, s in zip(deformations, stresses_gpa)])
+    a = design_matrix(etas, basis)
+    m = len(basis)
+    rank = int(np.linalg.matrix_rank(a, tol=1e-9))
+    if rank < m:
+        raise ValueError(f"the strained cells determine {rank} of {m} independent constants")
+    coef, *_ = np.linalg.lstsq(a, b, rcond=None)
+    resid = a @ coef - b
+    c = np.tensordot(coef, basis, axes=1)
+    dof = len(b) - m
+    if dof > 0:
+        cov = (resid @ resid / dof) * np.linalg.inv(a.T @ a)
+        var = np.einsum("kij,kl,lij->ij", basis, cov, basis)
+        stderr = np.sqrt(np.clip(var, 0, None))
+    else:
+        stderr = np.full((6, 6), np.nan)
+    return {"tensor": c, "fit_rms_gpa": float(np.sqrt(np.mean(resid**2))), "stderr_gpa": stderr, "n_constants": m, "dof": dof}
+
+
+def analyse(c: np.ndarray, fit_rms_gpa: float, sym: CrystalSymmetry, structure=None,
+            fit_rms_max_gpa: float = 2.0, pd_min_gpa: float = 0.0) -> dict:
+    """Derived moduli and gates of a tensor (values of a failing tensor are kept, flagged)."""
+    moduli = derived_moduli(c)
+    c_ieee = None
+    if structure is not None and sym.crystal_system in ("hexagonal", "tetragonal", "trigonal", "cubic"):
+        from pymatgen.analysis.elasticity import ElasticTensor
+
+        try:
+            c_ieee = np.asarray(ElasticTensor.from_voigt(c).convert_to_ieee(structure, refine_rotation=False).voigt)
+        except Exception:  # pymatgen's IEEE conversion fails on some settings: fall back to PD alone
+            c_ieee = None
+    res = symmetry_residual(c, sym.basis)
+    g = gates(c, fit_rms_gpa, moduli, c_ieee, sym.crystal_system if c_ieee is not None else "triclinic", sym.laue, res,
+              fit_rms_max_gpa, pd_min_gpa)
+    eig = np.linalg.eigvalsh(0.5 * (c + c.T))
+    return {**moduli, "gates": g, "eigenvalues_gpa": eig.tolist(), "min_eigenvalue_gpa": float(eig.min()),
+            "pass_pd": g["pass_pd"]["pass"], "pass_fit_rms": g["pass_fit_rms"]["pass"], "pass_both": g["pass_both"]["pass"],
+            "symmetry_residual": res, "tensor_ieee_gpa": c_ieee.tolist() if c_ieee is not None else None}
+
+
+# --- the API the elastic stage calls --------------------------------------------------------
+def strain_set(structure, magnitudes=DEFAULT_MAGNITUDES, symprec: float = 0.01, pure: bool = False):
+    """Deformation gradients (3x3) for ``structure`` and what chose them."""
+    sym, sset, defs = plan_strains(structure, symprec, magnitudes, pure)
+    return defs, {"crystal_system": sym.crystal_system, "laue": sym.laue, "spacegroup": sym.spacegroup,
+                  "n_constants": sym.n_constants, "kind": sset.kind, "types": sset.types.tolist(),
+                  "magnitudes": list(sset.magnitudes), "n_cells": sset.n_cells}
+
+
+def fit_elastic(deformations, stresses_gpa, eq_stress_gpa, structure=None, symprec: float = 0.01,
+                fit_rms_max_gpa: float = 2.0, pd_min_gpa: float = 0.0, sym: CrystalSymmetry | None = None) -> dict:
+    """Fit, gates and derived moduli from strained-cell stresses (GPa, tensile positive)."""
+    if sym is None:
+        if structure is None:
+            raise ValueError("fit_elastic needs the structure or its symmetry")
+        sym = crystal_symmetry(structure, symprec)
+    fit = fit_tensor(deformations, stresses_gpa, eq_stress_gpa, sym.basis)
+    out = analyse(fit["tensor"], fit["fit_rms_gpa"], sym, structure, fit_rms_max_gpa, pd_min_gpa)
+    return {"tensor_voigt_gpa": fit["tensor"].tolist(), "fit_rms_gpa": fit["fit_rms_gpa"],
+            "stderr_gpa": np.where(np.isnan(fit["stderr_gpa"]), None, fit["stderr_gpa"]).tolist(),
+            "n_constants": fit["n_constants"], "crystal_system": sym.crystal_system, "laue": sym.laue, **out}
+
+
+__all__ = ["StrainSet", "fit_elastic", "fit_tensor", "plan_strains", "strain_set", "pk2", "cauchy", "analyse"]

@@ -108,7 +108,7 @@ class ScfStage(Strict):
     profile: SafeId
 
 
-def _strains(values: list[float]) -> list[float]:
+def _magnitudes(values: list[float]) -> list[float]:
     for v in values:
         if v == 0 or abs(v) > 0.1:
             raise ValueError(f"strain magnitude {v} must be non-zero and at most 0.1 in size")
@@ -119,12 +119,16 @@ def _strains(values: list[float]) -> list[float]:
 
 class ElasticStage(Strict):
     profile: SafeId
-    norm_strains: Annotated[list[float], AfterValidator(_strains)] = Field(
-        default_factory=lambda: [-0.01, -0.005, 0.005, 0.01], min_length=2
+    magnitudes: Annotated[list[float], AfterValidator(_magnitudes)] = Field(
+        default_factory=lambda: [-0.01, -0.005, 0.005, 0.01], min_length=2,
+        description="Lagrangian strain magnitudes applied along each deformation type (largest component).",
     )
-    shear_strains: Annotated[list[float], AfterValidator(_strains)] = Field(
-        default_factory=lambda: [-0.01, -0.005, 0.005, 0.01], min_length=2
+    strain_set: Literal["auto", "pure"] = Field(
+        "auto", description="auto: fewest coupled (ULICS) deformation types for the Laue class; pure: the six pure states."
     )
+    symprec: float = Field(0.01, gt=0, le=0.5, description="spglib tolerance for the Laue class (A).")
+    fit_rms_max_gpa: float = Field(2.0, gt=0, description="pass_fit_rms gate: residual RMS of the fit below this (GPa).")
+    pd_min_eigenvalue_gpa: float = Field(0.0, description="pass_pd gate: smallest eigenvalue of the symmetric 6x6 above this (GPa).")
 
 
 class StagesSpec(Strict):

@@ -59,7 +59,7 @@ def _static_inputs(spec: CampaignSpec, stage: str) -> dict[str, Any]:
         inputs["engine"] = engine_version(profile.kind)
         inputs["profile"] = profile.key_params(stage)
         if stage == "elastic":
-            inputs["strains"] = {"norm": list(cfg.norm_strains), "shear": list(cfg.shear_strains)}
+            inputs["elastic"] = cfg.model_dump(exclude={"profile"})
     inputs = canonical(inputs)
     spec.cache[("static_inputs", stage)] = inputs
     return inputs

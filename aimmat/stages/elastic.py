@@ -17,13 +17,15 @@ import numpy as np
 from pymatgen.analysis.elasticity.strain import Deformation
 
 from aimmat.elastic import fit_elastic, strain_set
+from aimmat.elastic.strains import check_spans, lagrangian_from_deformation, matrix_to_voigt
+from aimmat.elastic.symmetry import crystal_symmetry
 from aimmat.stages.base import StageOutcome
 from aimmat.stages.relax import run_engine_task
 
 
-def _cells(structure, cfg: dict) -> list[tuple[str, np.ndarray]]:
-    defs = strain_set(structure, cfg["norm_strains"], cfg["shear_strains"])
-    return [("eq", np.eye(3))] + [(f"c{i:02d}", d) for i, d in enumerate(defs)]
+def _cells(structure, cfg: dict) -> tuple[list[tuple[str, np.ndarray]], dict]:
+    defs, info = strain_set(structure, cfg["magnitudes"], cfg["symprec"], pure=cfg["strain_set"] == "pure")
+    return [("eq", np.eye(3))] + [(f"c{i:02d}", d) for i, d in enumerate(defs)], info
 
 
 def run_elastic(structure, cfg: dict, profile: dict, directory: Path, previous: StageOutcome | None) -> StageOutcome:
@@ -58,7 +60,7 @@ def run_elastic(structure, cfg: dict, profile: dict, directory: Path, previous: 
             "state": {k: o[k] for k in ("structure", "next_overrides", "restart") if k in o} if not out.ok else {},
         }
 
-    todo = _cells(structure, cfg)
+    todo, set_info = _cells(structure, cfg)
     if profile["kind"] == "qe":
         # pw.x runs are separate processes: launch cells side by side, as many
         # as the campaign's core slots allow (slots.hold inside the engine).
@@ -70,22 +72,28 @@ def run_elastic(structure, cfg: dict, profile: dict, directory: Path, previous: 
     else:  # one in-process calculator: not thread-safe
         cells = [run_cell(n, d) for n, d in todo]
     lost = [c for c in cells if not c["ok"]]
-    outputs = {"cells": cells, "n_cells": len(cells) - 1, "kpoints": list(kpts) if kpts else None}
-    if lost:
-        retry = [c for c in lost if c["retryable"]]
+    outputs = {"cells": cells, "n_cells": len(cells) - 1, "kpoints": list(kpts) if kpts else None, "strain_set": set_info}
+    retry = [c for c in lost if c["retryable"]]
+    kept = [c for c in cells[1:] if c["ok"]]
+    sym = crystal_symmetry(structure, cfg["symprec"])
+    spans, why = check_spans(np.array([matrix_to_voigt(lagrangian_from_deformation(np.asarray(c["deformation"]))) for c in kept]).reshape(-1, 6), sym.basis)
+    if lost and (retry or not spans or not cells[0]["ok"]):
         names = ", ".join(f"{c['name']} ({c['failure_code']})" for c in lost)
         return StageOutcome(
             ok=False,
             outputs=outputs,
             failure_code=lost[0]["failure_code"] if len({c["failure_code"] for c in lost}) == 1 else "strained_cells_not_converged",
-            message=f"cells not converged: {names}; the tensor is not fitted from partial data",
+            message=f"cells not converged: {names}; " + ("the others still span the constants, retrying the lost ones" if spans else why),
             output_present=True,
             retryable=bool(retry),
             next_intervention="; ".join(f"{c['name']}: {c['intervention']}" for c in retry) or None,
         )
     eq = cells[0]
-    fit = fit_elastic([c["deformation"] for c in cells[1:]], [c["stress_gpa"] for c in cells[1:]], eq["stress_gpa"])
+    # lost cells are never fitted; a fit without them is recorded with their names
+    fit = fit_elastic([c["deformation"] for c in kept], [c["stress_gpa"] for c in kept], eq["stress_gpa"], structure=structure,
+                      sym=sym, fit_rms_max_gpa=cfg["fit_rms_max_gpa"], pd_min_gpa=cfg["pd_min_eigenvalue_gpa"])
     for c in cells:
         c.pop("state")
+    outputs.update(lost_cells=[c["name"] for c in lost], complete=not lost)
     return StageOutcome(ok=True, outputs={**outputs, "eq_stress_gpa": eq["stress_gpa"], **fit}, output_present=True)
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RECIPE_VERSIONS = {"import": 1, "screen": 1, "relax": 1, "scf": 1, "elastic": 1}
+RECIPE_VERSIONS = {"import": 1, "screen": 1, "relax": 1, "scf": 1, "elastic": 2}
 
 
 class _Rec(BaseModel):

@@ -128,14 +128,14 @@ def test_pseudo_bytes_in_key_and_missing_element(tmp_path, cli):
 
 
 @pytest.mark.slow
-def test_si_elastic_constants_within_5_percent(tmp_path, cli):
+def test_si_elastic_constants_cubic_set_vs_six_pure_states(tmp_path, cli):
     # reference: PBE RRKJ (Debian Si.pbe-rrkj.UPF), 30 Ry, 6x6x6: 151.5, 55.0, 74.6 GPa (relaxed ions)
     path = _campaign(
         tmp_path,
         {"Si": si()},
         {"pseudo": {"family": "debian", "files": {"Si": "Si.pbe-rrkj.UPF"}}, "ecutwfc_ry": 30, "kpoints": [6, 6, 6]},
         stages=("relax", "scf"),
-        elastic={"norm_strains": [-0.01, -0.005, 0.005, 0.01], "shear_strains": [-0.01, -0.005, 0.005, 0.01]},
+        elastic={"magnitudes": [-0.01, -0.005, 0.005, 0.01]},
     )
     code, _, err = cli("apply", path, "-q")
     assert code == 0, err
@@ -143,5 +143,16 @@ def test_si_elastic_constants_within_5_percent(tmp_path, cli):
     c = np.array(o["tensor_voigt_gpa"])
     for got, ref in ((c[0, 0], 151.5), (c[0, 1], 55.0), (c[3, 3], 74.6)):
         assert got == pytest.approx(ref, rel=0.05)
-    assert o["pass_pd"] and o["fit_rms_gpa"] < 0.5
-    assert o["kpoints"] == [6, 6, 6] and len(o["cells"]) == 25
+    assert o["pass_pd"] and o["fit_rms_gpa"] < 0.5 and o["complete"]
+    assert o["kpoints"] == [6, 6, 6] and o["n_cells"] == 4  # one coupled deformation type, 4 magnitudes
+    assert o["strain_set"]["crystal_system"] == "cubic" and o["strain_set"]["n_constants"] == 3
+    # the six pure states (24 cells) agree within 1%
+    m = yaml.safe_load(path.read_text())
+    m["stages"]["elastic"]["strain_set"] = "pure"
+    path.write_text(yaml.safe_dump(m))
+    assert cli("apply", path, "-q")[0] == 0
+    o24 = _rec(tmp_path, "1-element/Si/elastic")["outputs"]
+    assert o24["n_cells"] == 24
+    c24 = np.array(o24["tensor_voigt_gpa"])
+    for ij in ((0, 0), (0, 1), (3, 3)):
+        assert c[ij] == pytest.approx(c24[ij], rel=0.01)

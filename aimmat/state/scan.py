@@ -87,7 +87,11 @@ def scan_candidate(campaign_dir, set_name: str, cand_id: str, temp_files: list |
             obs.stage_dirs.append(name)
             if name in STAGES:
                 if temp_files is not None:
-                    temp_files.extend(Path(e.path) for e in _entries(entry.path) if e.name.startswith(TMP_PREFIX))
+                    for e in _entries(entry.path):
+                        if e.name.startswith(TMP_PREFIX):
+                            temp_files.append(Path(e.path))
+                        elif e.name.startswith("attempt-") and e.is_dir():  # outcome.json of a killed attempt
+                            temp_files.extend(Path(t.path) for t in _entries(e.path) if t.name.startswith(TMP_PREFIX))
                 rec = _read_if_exists(os.path.join(entry.path, RECORD_FILE), StageRecord)
                 if rec is not None:
                     obs.stages[name] = rec

@@ -179,3 +179,16 @@ def test_replace_import_reparses_and_keeps_identical_downstream(tmp_path, cli):
     assert code == 0
     # same bytes in, same structure hash out: screen and relax keys still match
     assert "1 stage task(s) run (import done 1)" in out
+
+
+def test_half_written_files_of_a_killed_apply_are_swept(tmp_path, cli):
+    path = make_emt_campaign(tmp_path, emt_manifest(stages=("relax",)))
+    assert cli("apply", path, "-q", "--jobs", 1)[0] == 0
+    camp = tmp_path / "camp/c"
+    planted = [camp / ".tmp-a", camp / "1-element/Cu/.tmp-b", camp / "1-element/Cu/relax/.tmp-c",
+               camp / "1-element/Cu/relax/attempt-1/.tmp-d"]
+    for p in planted:
+        p.write_text("{half")
+    code, out, _ = cli("apply", path, "-q", "--jobs", 1)
+    assert code == 0 and out.startswith("Nothing to do")
+    assert not any(p.exists() for p in planted)

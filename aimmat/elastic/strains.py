@@ -20,15 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Voigt, engineering shear (eta_4 = 2 eta_yz); scaled so the largest component is 1.
-ULICS = np.array([
-    [1, 2, 3, 4, 5, 6],
-    [-2, 1, 4, -3, 6, -5],
-    [3, -5, -1, 6, 2, -4],
-    [-4, -6, 5, 1, -3, 2],
-    [5, 4, 6, -2, -1, -3],
-    [-6, 3, -2, 5, -4, 1],
-], dtype=float) / 6.0
+# Voigt, engineering shear (eta_4 = 2 eta_yz).
 PURE = np.eye(6)
 DEFAULT_MAGNITUDES = (-0.01, -0.005, 0.005, 0.01)
 
@@ -37,7 +29,7 @@ DEFAULT_MAGNITUDES = (-0.01, -0.005, 0.005, 0.01)
 class StrainSet:
     types: np.ndarray  # (t, 6) unit deformation types (Voigt, engineering shear)
     magnitudes: tuple[float, ...]
-    kind: str  # "ulics" or "pure"
+    kind: str  # "coupled" or "pure"
 
     @property
     def voigt(self) -> np.ndarray:
@@ -71,10 +63,6 @@ def lagrangian_from_deformation(f: np.ndarray) -> np.ndarray:
 def design_matrix(strains_voigt: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """Rows: 6 stress components per strain; columns: allowed-tensor basis."""
     return np.vstack([np.stack([b @ e for b in basis], axis=1) for e in strains_voigt])
-
-
-def spans(types: np.ndarray, basis: np.ndarray) -> bool:
-    return np.linalg.matrix_rank(design_matrix(types, basis), tol=1e-9) == len(basis)
 
 
 def _pool() -> np.ndarray:

@@ -124,7 +124,7 @@ class ElasticStage(Strict):
         description="Lagrangian strain magnitudes applied along each deformation type (largest component).",
     )
     strain_set: Literal["auto", "pure"] = Field(
-        "auto", description="auto: fewest coupled (ULICS) deformation types for the Laue class; pure: the six pure states."
+        "auto", description="auto: fewest coupled deformation types for the Laue class (noise within 1.5x of the pure set); pure: the six pure states."
     )
     symprec: float = Field(0.01, gt=0, le=0.5, description="spglib tolerance for the Laue class (A).")
     fit_rms_max_gpa: float = Field(2.0, gt=0, description="pass_fit_rms gate: residual RMS of the fit below this (GPa).")

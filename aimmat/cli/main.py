@@ -140,6 +140,18 @@ def status(manifest, as_json, verbose) -> None:
     click.echo(json.dumps(table, indent=1) if as_json else format_status(table, verbose=verbose))
 
 
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+def evidence(manifest) -> None:
+    """Print the scope-separated evidence snapshot (JSON) computed from records."""
+    from aimmat.evidence.snapshot import snapshot
+    from aimmat.manifest import load_manifest
+    from aimmat.state.scan import scan
+
+    spec = load_manifest(manifest)
+    click.echo(json.dumps(snapshot(spec, scan(spec.campaign_dir)), indent=1, sort_keys=True))
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this in-process)."""
     global _DEBUG

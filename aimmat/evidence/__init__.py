@@ -1,0 +1,1 @@
+"""Evidence: a scope-separated snapshot computed from records only."""

@@ -1,0 +1,130 @@
+"""The evidence snapshot: numbers by scope, from records only.
+
+Three scopes never mix (DOMAIN.md): ``public`` (project scale), ``screening``
+(the cohort under DFT) and ``validated`` (the de-duplicated elastic-ready
+subset). The snapshot carries the manifest hash and a hash of the records
+it read; its time stamp is the newest record event it saw, so computing it
+twice from the same folder gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from aimmat import __version__
+from aimmat.evidence.stats import wilson_interval
+from aimmat.manifest.identity import sha256_json
+from aimmat.manifest.load import CampaignSpec
+from aimmat.state.scan import Observed
+from aimmat.state.status import STATUSES, candidate_status
+
+COVERAGE_STAGES = ("relax", "scf", "elastic")
+
+
+def _latest_time(observed: Observed) -> str | None:
+    times = [a.ended or a.started for co in observed.candidates.values() for rec in co.stages.values() for a in rec.attempts]
+    return max(times) if times else None
+
+
+def _records_digest(observed: Observed) -> str:
+    keys = sorted((s, c, st, rec.key, rec.status) for (s, c), co in observed.candidates.items() for st, rec in co.stages.items())
+    cands = sorted((s, c, co.record.key) for (s, c), co in observed.candidates.items() if co.record)
+    return sha256_json({"stages": [list(k) for k in keys], "candidates": [list(c) for c in cands]})
+
+
+def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
+    stages = spec.stages
+    sets = spec.sets()
+    by_set = {s: Counter() for s in sets}
+    coverage = {s: Counter() for s in sets}
+    failures = {s: Counter() for s in sets}
+    rows = []
+    for src in spec.candidates:
+        cobs = observed.candidates.get((src.set_name, src.cand_id))
+        st, _ = candidate_status(cobs, stages)
+        by_set[src.set_name][st] += 1
+        if cobs:
+            for stage in COVERAGE_STAGES:
+                rec = cobs.stages.get(stage)
+                if rec is not None and rec.output_present:
+                    coverage[src.set_name][stage] += 1
+                if rec is not None and rec.status == "failed":
+                    failures[src.set_name][rec.failure_code or "unknown"] += 1
+        if st == "elasticready":
+            rows.append(_validated_row(spec, src, cobs))
+
+    def block(counts: Counter, cov: Counter, fail: Counter, n: int) -> dict:
+        return {
+            "candidates": n,
+            "status": {k: counts[k] for k in STATUSES},
+            "coverage": {f"{k}_outputs": cov[k] for k in COVERAGE_STAGES} | {
+                f"{k}_rate": (cov[k] / n if n else None) for k in COVERAGE_STAGES},
+            "failures": dict(sorted(fail.items())),
+        }
+
+    n_by_set = {s: sum(by_set[s].values()) for s in sets}
+    screening = {"sets": {s: block(by_set[s], coverage[s], failures[s], n_by_set[s]) for s in sets}}
+    screening["overall"] = block(sum(by_set.values(), Counter()), sum(coverage.values(), Counter()),
+                                 sum(failures.values(), Counter()), sum(n_by_set.values()))
+    validated = _validated(spec, rows)
+    imported = sum(1 for co in observed.candidates.values() if co.record is not None)
+    public = {"generated": len(spec.candidates), "structures": imported, "contributions_prepared": 0, "contributions_uploaded": 0}
+    return {
+        "aimmat": __version__,
+        "campaign": spec.manifest.campaign.name,
+        "as_of": _latest_time(observed),
+        "manifest_sha256": spec.sha256,
+        "records_sha256": _records_digest(observed),
+        "scopes": {"public": public, "screening": screening, "validated": validated},
+    }
+
+
+def _validated_row(spec: CampaignSpec, src, cobs) -> dict:
+    o = cobs.stages["elastic"].outputs
+    return {
+        "set": src.set_name,
+        "candidate": src.cand_id,
+        "relpath": f"{src.set_name}/{src.cand_id}",
+        "campaign": spec.manifest.campaign.name,
+        "formula": cobs.record.formula,
+        "structure_sha256": cobs.stages["relax"].outputs.get("structure_sha256") if "relax" in cobs.stages else None,
+        "fit_rms_gpa": o.get("fit_rms_gpa"),
+        "pass_fit_rms": bool(o.get("pass_fit_rms", False)),
+        "pass_pd": bool(o.get("pass_pd", False)),
+        "pass_both": bool(o.get("pass_fit_rms", False)) and bool(o.get("pass_pd", False)),
+        "b_h_gpa": o.get("b_h_gpa"),
+        "g_h_gpa": o.get("g_h_gpa"),
+        "e_h_gpa": o.get("e_h_gpa"),
+        "poisson_h": o.get("poisson_h"),
+        "complete": o.get("complete", True),
+    }
+
+
+def _dedup_key(row: dict, keys: list[str]) -> tuple:
+    parts = {"campaign": row["campaign"], "relpath": row["relpath"], "structure": row["structure_sha256"]}
+    return tuple(parts[k] for k in keys)
+
+
+def _validated(spec: CampaignSpec, rows: list[dict]) -> dict:
+    keys = list(spec.manifest.evidence.dedup_keys)
+    seen, unique = set(), []
+    for row in sorted(rows, key=lambda r: (r["set"], r["candidate"])):
+        k = _dedup_key(row, keys)
+        if k in seen:
+            continue
+        seen.add(k)
+        unique.append(row)
+    n = len(unique)
+    both = sum(r["pass_both"] for r in unique)
+    ci = wilson_interval(both, n)
+    return {
+        "dedup_keys": keys,
+        "n": n,
+        "duplicates_removed": len(rows) - n,
+        "pass_fit_rms": sum(r["pass_fit_rms"] for r in unique),
+        "pass_pd": sum(r["pass_pd"] for r in unique),
+        "pass_both": both,
+        "pass_both_rate": both / n if n else None,
+        "pass_both_wilson95": list(ci) if ci else None,
+        "rows": unique,
+    }

@@ -35,6 +35,12 @@ class ManifestError(AimmatError):
     exit_code = 3
 
 
+class RenderError(AimmatError):
+    """A template could not be rendered from its scope (names template, line, variable)."""
+
+    exit_code = 3
+
+
 class CampaignError(AimmatError):
     """The campaign folder is inconsistent or held by another apply."""
 

@@ -152,6 +152,20 @@ def evidence(manifest) -> None:
     click.echo(json.dumps(snapshot(spec, scan(spec.campaign_dir)), indent=1, sort_keys=True))
 
 
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+def render(manifest) -> None:
+    """Render the manifest's tables from the evidence snapshot into <campaign>/manuscript/."""
+    from aimmat.manifest import load_manifest
+    from aimmat.render.outputs import render as do_render
+
+    spec = load_manifest(manifest)
+    lock = do_render(spec, command=["aimmat", "render", manifest])
+    for o in lock["outputs"]:
+        click.echo(f"{o['path']}  ({o['scope']}, sha256 {o['sha256'][:12]})")
+    click.echo(f"manuscript/render.lock.json; snapshot sha256 {lock['snapshot_sha256'][:12]}")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this in-process)."""
     global _DEBUG

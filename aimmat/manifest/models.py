@@ -163,8 +163,9 @@ class EvidenceSpec(Strict):
 
 
 class RenderTarget(Strict):
-    template: str
-    scope: Literal["public", "screening", "validated"]
+    template: str = Field(description="Jinja template, relative to the manifest; it declares its one scope in its first line.")
+    output: str | None = Field(None, description="Path under <campaign>/manuscript/ (default: the template name without .j2).")
+    scope: Literal["public", "screening", "validated"] | None = Field(None, description="If given, must equal the template's declared scope.")
 
 
 class Manifest(Strict):

@@ -1,0 +1,1 @@
+"""Scoped, hashed rendering of evidence into manuscript tables."""

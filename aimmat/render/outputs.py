@@ -1,0 +1,92 @@
+"""Render a manifest's targets into <campaign>/manuscript/, hashed, with a lock file.
+
+Every output starts with the sha256 of the snapshot and of the template
+that made it (CSV: a sidecar ``.sha256.json``), and ``render.lock.json``
+lists each output with its sha256, the command, aimmat and package
+versions, pw.x's version and the pseudopotential md5s the records used.
+Nothing in it depends on the clock: rendering twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from aimmat import __version__
+from aimmat.evidence.snapshot import snapshot as make_snapshot
+from aimmat.manifest.identity import canonical_json
+from aimmat.manifest.load import CampaignSpec
+from aimmat.render.scoped import COMMENT, declared_scope, render_template, sha256_text
+from aimmat.state.atomic import write_bytes_atomic, write_json_atomic
+from aimmat.state.lock import CampaignLock
+from aimmat.state.scan import scan
+from aimmat.errors import RenderError
+
+PACKAGES = ("numpy", "pydantic", "pymatgen", "ase", "spglib", "smact", "chgnet", "torch", "jinja2")
+
+
+def _versions() -> dict:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def _provenance(observed) -> dict:
+    engines, pseudos = set(), {}
+    for co in observed.candidates.values():
+        for rec in co.stages.values():
+            if "engine" in rec.key_inputs:
+                engines.add(rec.key_inputs["engine"])
+            pseudos.update(rec.key_inputs.get("pseudos", {}))
+    return {"engines": sorted(engines), "pseudopotentials_md5": dict(sorted(pseudos.items()))}
+
+
+def render(spec: CampaignSpec, command: list[str] | None = None) -> dict:
+    targets = spec.manifest.render
+    if not targets:
+        raise RenderError(f"{spec.path}: `render:` declares no targets", fix="add render targets (see manifests/demo.yaml)")
+    templates = []
+    for i, t in enumerate(targets):
+        path = (spec.base / t.template).resolve()
+        if not path.is_file():
+            raise RenderError(f"{spec.path}: render.{i}.template: {path} not found")
+        scope = declared_scope(path)
+        if t.scope and t.scope != scope:
+            raise RenderError(f"{spec.path}: render.{i}.scope is '{t.scope}' but {path.name} declares '{scope}'")
+        templates.append((path, scope, t.output or (path.name[:-3] if path.name.endswith(".j2") else path.name)))
+    cdir = spec.campaign_dir
+    observed = scan(cdir)
+    snap = make_snapshot(spec, observed)
+    snap_text = canonical_json(snap)
+    snap_sha = sha256_text(snap_text)
+    meta = {"campaign": snap["campaign"], "as_of": snap["as_of"], "snapshot_sha256": snap_sha,
+            "manifest_sha256": snap["manifest_sha256"], "aimmat": __version__}
+    rendered = []
+    for path, scope, out in templates:  # render all before writing any: an error writes nothing
+        text = render_template(path, snap, meta)
+        tsha = sha256_text(path.read_text())
+        header = f"aimmat {__version__}; snapshot sha256 {snap_sha}; template {path.name} sha256 {tsha}; scope {scope}"
+        suffix = Path(out).suffix
+        if suffix in COMMENT:
+            text = COMMENT[suffix].format(header) + "\n" + text
+        rendered.append((out, text, header, scope, path.name, tsha))
+    cdir.mkdir(parents=True, exist_ok=True)
+    with CampaignLock(cdir):
+        write_bytes_atomic(cdir / "evidence" / "snapshot.json", (json.dumps(snap, indent=1, sort_keys=True) + "\n").encode())
+        lock = {"aimmat": __version__, "command": command if command is not None else sys.argv, "python": sys.version.split()[0],
+                "packages": _versions(), **_provenance(observed), "snapshot_sha256": snap_sha, "outputs": []}
+        for out, text, header, scope, tname, tsha in rendered:
+            dest = cdir / "manuscript" / out
+            write_bytes_atomic(dest, text.encode())
+            if dest.suffix not in COMMENT:  # CSV and other formats without comments: sidecar
+                write_json_atomic(dest.with_name(dest.name + ".sha256.json"), {"provenance": header})
+            lock["outputs"].append({"path": f"manuscript/{out}", "sha256": sha256_text(text), "scope": scope,
+                                    "template": tname, "template_sha256": tsha})
+        write_json_atomic(cdir / "manuscript" / "render.lock.json", lock)
+    return lock

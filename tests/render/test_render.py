@@ -1,0 +1,62 @@
+"""Claim guardrails and reproducible, hashed outputs."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from tests.helpers import ROOT, emt_manifest, make_emt_campaign, tree_digest
+
+
+def _campaign(tmp_path, cli, templates):
+    m = emt_manifest(stages=("screen", "relax", "scf", "elastic"))
+    m["render"] = [{"template": str(t)} for t in templates]
+    path = make_emt_campaign(tmp_path, m)
+    assert cli("apply", path, "-q", "--jobs", 1)[0] == 0
+    return path
+
+
+def test_render_twice_same_bytes_with_hashes_and_lock(tmp_path, cli):
+    tpl = sorted((ROOT / "templates").glob("*.j2"))
+    path = _campaign(tmp_path, cli, tpl)
+    code, out, err = cli("render", path)
+    assert code == 0, err
+    man = tmp_path / "camp/c/manuscript"
+    first = tree_digest(man)
+    assert cli("render", path)[0] == 0
+    assert tree_digest(man) == first
+    lock = json.loads((man / "render.lock.json").read_text())
+    assert {o["path"] for o in lock["outputs"]} == {f"manuscript/{t.name[:-3]}" for t in tpl}
+    assert lock["packages"]["pymatgen"] and lock["command"][:2] == ["aimmat", "render"]
+    snap = (tmp_path / "camp/c/evidence/snapshot.json").read_text()
+    assert lock["snapshot_sha256"] in (man / "validated.md").read_text().splitlines()[0]
+    assert (man / "validated.tex").read_text().startswith("% aimmat")
+    assert "\\toprule" in (man / "validated.tex").read_text()
+    assert json.loads((man / "validated.csv.sha256.json").read_text())["provenance"].startswith("aimmat")
+    assert json.loads(snap)["scopes"]["validated"]["n"] == 5
+    assert "| 1-element | Cu | Cu |" in (man / "validated.md").read_text()
+
+
+def test_a_validated_template_cannot_print_project_scale_numbers(tmp_path, cli):
+    bad = tmp_path / "mixed.md.j2"
+    bad.write_text("{#- scope: validated -#}\n{{ validated.pass_both }} of {{ validated.n }} pass,\nout of {{ public.generated }} generated\n")
+    path = _campaign(tmp_path, cli, [bad])
+    before = tree_digest(tmp_path / "camp")
+    code, _, err = cli("render", path)
+    assert code == 3
+    assert "mixed.md.j2:3" in err and "'public' is undefined" in err and "reads only 'validated'" in err
+    assert tree_digest(tmp_path / "camp") == before  # nothing written
+
+
+def test_template_must_declare_one_scope(tmp_path, cli):
+    bad = tmp_path / "plain.md.j2"
+    bad.write_text("{{ validated.n }}\n")
+    path = _campaign(tmp_path, cli, [bad])
+    code, _, err = cli("render", path)
+    assert code == 3 and "plain.md.j2:1: template must declare its scope" in err
+    m = yaml.safe_load(path.read_text())
+    m["render"] = [{"template": str(ROOT / "templates/validated.md.j2"), "scope": "public"}]
+    path.write_text(yaml.safe_dump(m))
+    code, _, err = cli("render", path)
+    assert code == 3 and "declares 'validated'" in err

@@ -23,7 +23,7 @@ endif
 JOBS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo qe-demo test quick clean-demo sysdeps qe
+.PHONY: setup demo qe-demo test quick clean-demo sysdeps qe browser
 
 # Quantum ESPRESSO from Debian, with OpenBLAS (Debian's pw.x otherwise links
 # the reference BLAS: a 64-atom SCF iteration is about 4x slower).
@@ -55,7 +55,17 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-setup: $(STAMP) qe
+setup: $(STAMP) qe browser
+
+# Debian's Chromium: the HTML campaign report is checked in a headless browser.
+browser:
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "note: chromium missing (sudo apt-get install chromium); the HTML report test will be skipped" >&2; \
+	  fi; \
+	fi
 
 demo: setup
 	$(VENV)/bin/aimmat apply manifests/demo.yaml --jobs $(JOBS)

@@ -120,6 +120,11 @@ def apply(manifest, jobs, target, replace, prune, cores, quiet) -> None:
     if orphans:
         click.echo(f"  {len(orphans)} orphan(s) left in place; `aimmat apply --prune` removes them.", err=True)
     click.echo(summary_line(final))
+    if spec.manifest.render:  # the manuscript follows the records it reports
+        from aimmat.render.outputs import render as do_render
+
+        lock = do_render(spec, command=["aimmat", "apply", manifest])
+        click.echo(f"Rendered {len(lock['outputs'])} output(s) into {spec.campaign_dir / 'manuscript'}")
     failed_now = [a for a in final.actions if a.state == "failed"]
     if failed_now:
         sys.exit(EXIT_FAILED_STAGES)

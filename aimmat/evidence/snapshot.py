@@ -38,7 +38,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     by_set = {s: Counter() for s in sets}
     coverage = {s: Counter() for s in sets}
     failures = {s: Counter() for s in sets}
-    rows = []
+    rows, reruns = [], []
     for src in spec.candidates:
         cobs = observed.candidates.get((src.set_name, src.cand_id))
         st, _ = candidate_status(cobs, stages)
@@ -52,6 +52,8 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
                     failures[src.set_name][rec.failure_code or "unknown"] += 1
         if st == "elasticready":
             rows.append(_validated_row(spec, src, cobs))
+        elif st == "outputpresentnotconverged":
+            reruns.append(_rerun_row(src, cobs, stages))
 
     def block(counts: Counter, cov: Counter, fail: Counter, n: int) -> dict:
         return {
@@ -64,6 +66,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
 
     n_by_set = {s: sum(by_set[s].values()) for s in sets}
     screening = {"sets": {s: block(by_set[s], coverage[s], failures[s], n_by_set[s]) for s in sets}}
+    screening["rerun_priority"] = reruns
     screening["overall"] = block(sum(by_set.values(), Counter()), sum(coverage.values(), Counter()),
                                  sum(failures.values(), Counter()), sum(n_by_set.values()))
     validated = _validated(spec, rows)
@@ -76,7 +79,40 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
         "manifest_sha256": spec.sha256,
         "records_sha256": _records_digest(observed),
         "scopes": {"public": public, "screening": screening, "validated": validated},
+        "protocol": _protocol(spec, observed),
     }
+
+
+def _rerun_row(src, cobs, stages) -> dict:
+    """A non-converged candidate with output: the cheapest evidence to gain."""
+    stage = next(st for st in stages if st in cobs.stages and cobs.stages[st].status == "failed")
+    rec = cobs.stages[stage]
+    return {
+        "set": src.set_name,
+        "candidate": src.cand_id,
+        "formula": cobs.record.formula,
+        "stage": stage,
+        "failure_code": rec.failure_code,
+        "attempts": [{"n": a.n, "status": a.status, "failure_code": a.failure_code, "intervention": a.intervention}
+                     for a in rec.attempts if a.key == rec.key],
+    }
+
+
+def _protocol(spec: CampaignSpec, observed: Observed) -> dict:
+    """What the numbers were computed with (not a claim: shown in every scope as meta)."""
+    used = {getattr(spec.manifest.stages, st).profile: st for st in spec.stages if st != "screen"}
+    pseudos, engines = {}, set()
+    for co in observed.candidates.values():
+        for rec in co.stages.values():
+            pseudos.update(rec.key_inputs.get("pseudos", {}))
+            if "engine" in rec.key_inputs:
+                engines.add(rec.key_inputs["engine"])
+    profiles = {}
+    for name in sorted(used):
+        p = spec.manifest.profiles[name].model_dump()
+        profiles[name] = {k: v for k, v in p.items() if k not in ("launcher", "pw_command", "min_free_mem_mb")}
+    return {"profiles": profiles, "pseudopotentials_md5": dict(sorted(pseudos.items())), "engines": sorted(engines),
+            "stages": {st: (getattr(spec.manifest.stages, st).model_dump()) for st in spec.stages}}
 
 
 def _validated_row(spec: CampaignSpec, src, cobs) -> dict:

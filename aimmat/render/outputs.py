@@ -9,6 +9,7 @@ Nothing in it depends on the clock: rendering twice gives the same bytes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -18,7 +19,8 @@ from aimmat import __version__
 from aimmat.evidence.snapshot import snapshot as make_snapshot
 from aimmat.manifest.identity import canonical_json
 from aimmat.manifest.load import CampaignSpec
-from aimmat.render.scoped import COMMENT, declared_scope, render_template, sha256_text
+from aimmat.evidence.figures import render_figures
+from aimmat.render.scoped import COMMENT, COMPOSITE, declared_scope, render_template, sha256_text
 from aimmat.state.atomic import write_bytes_atomic, write_json_atomic
 from aimmat.state.lock import CampaignLock
 from aimmat.state.scan import scan
@@ -66,10 +68,15 @@ def render(spec: CampaignSpec, command: list[str] | None = None) -> dict:
     snap_text = canonical_json(snap)
     snap_sha = sha256_text(snap_text)
     meta = {"campaign": snap["campaign"], "as_of": snap["as_of"], "snapshot_sha256": snap_sha,
-            "manifest_sha256": snap["manifest_sha256"], "aimmat": __version__}
+            "manifest_sha256": snap["manifest_sha256"], "aimmat": __version__, "protocol": snap["protocol"]}
     rendered = []
-    for path, scope, out in templates:  # render all before writing any: an error writes nothing
-        text = render_template(path, snap, meta)
+    figures = render_figures(snap)
+    blocks = {}
+    ordered = [t for t in templates if t[1] != COMPOSITE] + [t for t in templates if t[1] == COMPOSITE]
+    for path, scope, out in ordered:  # render all before writing any: an error writes nothing
+        text = render_template(path, snap, meta, blocks, sorted(f"figures/{n}" for n in figures))
+        if scope != COMPOSITE:
+            blocks[out] = text
         tsha = sha256_text(path.read_text())
         header = f"aimmat {__version__}; snapshot sha256 {snap_sha}; template {path.name} sha256 {tsha}; scope {scope}"
         suffix = Path(out).suffix
@@ -88,5 +95,9 @@ def render(spec: CampaignSpec, command: list[str] | None = None) -> dict:
                 write_json_atomic(dest.with_name(dest.name + ".sha256.json"), {"provenance": header})
             lock["outputs"].append({"path": f"manuscript/{out}", "sha256": sha256_text(text), "scope": scope,
                                     "template": tname, "template_sha256": tsha})
+        for name, (scope, data) in sorted(figures.items()):
+            write_bytes_atomic(cdir / "manuscript" / "figures" / name, data)
+            lock["outputs"].append({"path": f"manuscript/figures/{name}", "sha256": hashlib.sha256(data).hexdigest(),
+                                    "scope": scope, "template": "aimmat.evidence.figures", "template_sha256": None})
         write_json_atomic(cdir / "manuscript" / "render.lock.json", lock)
     return lock

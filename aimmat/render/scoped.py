@@ -22,6 +22,7 @@ import jinja2
 from aimmat.errors import RenderError
 
 SCOPES = ("public", "screening", "validated")
+COMPOSITE = "composite"  # sees rendered scoped blocks (text) and figures, never raw numbers
 _SCOPE_LINE = re.compile(r"^\{#-?\s*scope:\s*(\w+)\s*-?#\}")
 
 # How each output format carries the provenance header (CSV: a sidecar file).
@@ -31,10 +32,10 @@ COMMENT = {".md": "<!-- {} -->", ".html": "<!-- {} -->", ".tex": "% {}", ".txt":
 def declared_scope(path: Path) -> str:
     first = path.read_text().splitlines()[0] if path.read_text() else ""
     m = _SCOPE_LINE.match(first)
-    if not m or m.group(1) not in SCOPES:
+    if not m or m.group(1) not in SCOPES + (COMPOSITE,):
         raise RenderError(
             f"{path}:1: template must declare its scope on its first line",
-            fix="start it with {#- scope: public -#}, {#- scope: screening -#} or {#- scope: validated -#}",
+            fix="start it with {#- scope: public -#}, screening, validated, or composite (assembles rendered blocks)",
         )
     return m.group(1)
 
@@ -43,7 +44,33 @@ def _fmt(value, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def render_template(path: Path, snapshot: dict, meta: dict) -> str:
+def md_table_to_html(text: str) -> str:
+    """Markdown pipe tables to HTML tables; other lines become paragraphs.
+    (Only the table subset our own templates emit: no Markdown library needed.)"""
+    import html
+
+    out, rows = [], []
+
+    def flush():
+        if rows:
+            head, body = rows[0], [r for r in rows[2:]]
+            out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr></thead><tbody>"
+                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+                       + "</tbody></table>")
+            rows.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+        else:
+            flush()
+            if line.strip() and not line.startswith("<!--"):
+                out.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    return "\n".join(out)
+
+
+def render_template(path: Path, snapshot: dict, meta: dict, blocks: dict | None = None, figures: list | None = None) -> str:
     scope = declared_scope(path)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(path.parent)),
@@ -55,8 +82,13 @@ def render_template(path: Path, snapshot: dict, meta: dict) -> str:
     )
     env.filters["f"] = _fmt
     env.filters["pct"] = lambda v, d=1: "-" if v is None else f"{100 * v:.{d}f}"
+    env.filters["md_html"] = md_table_to_html
+    if scope == COMPOSITE:
+        context = {"blocks": blocks or {}, "figures": figures or [], "meta": meta}
+    else:
+        context = {scope: snapshot["scopes"][scope], "meta": meta}
     try:
-        return env.get_template(path.name).render({scope: snapshot["scopes"][scope], "meta": meta})
+        return env.get_template(path.name).render(context)
     except jinja2.UndefinedError as exc:
         line = next((fs.lineno for fs in reversed(traceback.extract_tb(exc.__traceback__)) if fs.filename.endswith(path.name)), "?")
         other = [s for s in SCOPES if s != scope and f"'{s}'" in str(exc)]

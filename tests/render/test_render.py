@@ -11,9 +11,10 @@ from tests.helpers import ROOT, emt_manifest, make_emt_campaign, tree_digest
 
 def _campaign(tmp_path, cli, templates):
     m = emt_manifest(stages=("screen", "relax", "scf", "elastic"))
-    m["render"] = [{"template": str(t)} for t in templates]
     path = make_emt_campaign(tmp_path, m)
     assert cli("apply", path, "-q", "--jobs", 1)[0] == 0
+    m["render"] = [{"template": str(t)} for t in templates]  # after apply: apply renders declared targets itself
+    path.write_text(yaml.safe_dump(m))
     return path
 
 
@@ -27,7 +28,9 @@ def test_render_twice_same_bytes_with_hashes_and_lock(tmp_path, cli):
     assert cli("render", path)[0] == 0
     assert tree_digest(man) == first
     lock = json.loads((man / "render.lock.json").read_text())
-    assert {o["path"] for o in lock["outputs"]} == {f"manuscript/{t.name[:-3]}" for t in tpl}
+    figs = {f"manuscript/figures/{n}.{e}" for n in ("status_by_set", "failure_taxonomy", "fit_rms") for e in ("png", "pdf")}
+    assert {o["path"] for o in lock["outputs"]} == {f"manuscript/{t.name[:-3]}" for t in tpl} | figs
+    assert all(o["sha256"] for o in lock["outputs"])
     assert lock["packages"]["pymatgen"] and lock["command"][:2] == ["aimmat", "render"]
     snap = (tmp_path / "camp/c/evidence/snapshot.json").read_text()
     assert lock["snapshot_sha256"] in (man / "validated.md").read_text().splitlines()[0]

@@ -38,7 +38,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     by_set = {s: Counter() for s in sets}
     coverage = {s: Counter() for s in sets}
     failures = {s: Counter() for s in sets}
-    rows, reruns = [], []
+    rows, reruns, relaxed = [], [], {}
     for src in spec.candidates:
         cobs = observed.candidates.get((src.set_name, src.cand_id))
         st, _ = candidate_status(cobs, stages)
@@ -52,6 +52,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
                     failures[src.set_name][rec.failure_code or "unknown"] += 1
         if st == "elasticready":
             rows.append(_validated_row(spec, src, cobs))
+            relaxed[f"{src.set_name}/{src.cand_id}"] = cobs.stages["relax"].outputs.get("structure") if "relax" in cobs.stages else None
         elif st == "outputpresentnotconverged":
             reruns.append(_rerun_row(src, cobs, stages))
 
@@ -69,7 +70,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     screening["rerun_priority"] = reruns
     screening["overall"] = block(sum(by_set.values(), Counter()), sum(coverage.values(), Counter()),
                                  sum(failures.values(), Counter()), sum(n_by_set.values()))
-    validated = _validated(spec, rows)
+    validated = _validated(spec, rows, relaxed)
     imported = sum(1 for co in observed.candidates.values() if co.record is not None)
     public = {"generated": len(spec.candidates), "structures": imported, "contributions_prepared": 0, "contributions_uploaded": 0}
     return {
@@ -136,16 +137,33 @@ def _validated_row(spec: CampaignSpec, src, cobs) -> dict:
     }
 
 
-def _dedup_key(row: dict, keys: list[str]) -> tuple:
-    parts = {"campaign": row["campaign"], "relpath": row["relpath"], "structure": row["structure_sha256"]}
+def _structure_groups(rows: list[dict], structures: dict) -> dict[str, int]:
+    """relpath -> group id: pymatgen's StructureMatcher on the relaxed structures
+    (same composition, matching lattice and sites within its default tolerances)."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.core import Structure
+
+    with_s = [r for r in rows if structures.get(r["relpath"])]
+    objs = [Structure.from_dict(structures[r["relpath"]]) for r in with_s]
+    groups = StructureMatcher().group_structures(objs) if objs else []
+    gid = {}
+    for i, group in enumerate(groups):
+        for s in group:
+            gid[with_s[next(j for j, o in enumerate(objs) if o is s)]["relpath"]] = i
+    return gid
+
+
+def _dedup_key(row: dict, keys: list[str], groups: dict[str, int]) -> tuple:
+    parts = {"campaign": row["campaign"], "relpath": row["relpath"], "structure": groups.get(row["relpath"], row["relpath"])}
     return tuple(parts[k] for k in keys)
 
 
-def _validated(spec: CampaignSpec, rows: list[dict]) -> dict:
+def _validated(spec: CampaignSpec, rows: list[dict], structures: dict | None = None) -> dict:
     keys = list(spec.manifest.evidence.dedup_keys)
+    groups = _structure_groups(rows, structures or {}) if "structure" in keys else {}
     seen, unique = set(), []
     for row in sorted(rows, key=lambda r: (r["set"], r["candidate"])):
-        k = _dedup_key(row, keys)
+        k = _dedup_key(row, keys, groups)
         if k in seen:
             continue
         seen.add(k)

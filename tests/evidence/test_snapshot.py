@@ -26,3 +26,22 @@ def test_snapshot_scopes_from_records(tmp_path, cli):
     # computed from records only: the same folder gives the same bytes
     assert cli("evidence", path)[1] == out
     assert snap["as_of"] and snap["as_of"].endswith("+00:00")
+
+
+def test_structure_dedup_with_structure_matcher(tmp_path, cli):
+    # the same Cu crystal twice (a copy of the file under another name): relpath keys keep both,
+    # the structure key (StructureMatcher on relaxed cells) keeps one
+    m = emt_manifest()
+    path = make_emt_campaign(tmp_path, m)
+    src = tmp_path / "structures/1-element/Cu.cif"
+    (tmp_path / "structures/1-element/CuCopy.cif").write_text(src.read_text())
+    assert cli("apply", path, "-q", "--jobs", 1)[0] == 0
+    val = json.loads(cli("evidence", path)[1])["scopes"]["validated"]
+    assert val["n"] == 6 and val["duplicates_removed"] == 0
+    m["evidence"] = {"dedup_keys": ["campaign", "structure"]}
+    import yaml
+
+    path.write_text(yaml.safe_dump(m))
+    val = json.loads(cli("evidence", path)[1])["scopes"]["validated"]
+    assert val["n"] == 5 and val["duplicates_removed"] == 1
+    assert "CuCopy" not in {r["candidate"] for r in val["rows"]}

@@ -91,6 +91,24 @@ def _format_validation(exc: ValidationError, path: Path, lines: dict) -> Manifes
     return ManifestError("invalid manifest:\n  " + "\n  ".join(parts), fix=fix)
 
 
+def _check_render_targets(spec: CampaignSpec, lines: dict) -> None:
+    """Templates must exist and declare their scope: found at load, before apply runs anything."""
+    from aimmat.errors import RenderError
+    from aimmat.render.scoped import declared_scope
+
+    for i, t in enumerate(spec.manifest.render):
+        where = f"{spec.path}:{line_of(lines, ('render', i, 'template'))}: render.{i}.template"
+        tpath = (spec.base / t.template).resolve()
+        if not tpath.is_file():
+            raise ManifestError(f"{where}: {tpath} not found", fix="paths are relative to the manifest's folder")
+        try:
+            scope = declared_scope(tpath)
+        except RenderError as exc:
+            raise ManifestError(f"{where}: {exc.message}", fix=exc.fix) from None
+        if t.scope and t.scope != scope:
+            raise ManifestError(f"{where}: render.{i}.scope is '{t.scope}' but {tpath.name} declares '{scope}'")
+
+
 def load_manifest(path: str | Path) -> CampaignSpec:
     path = Path(path)
     if not path.is_file():
@@ -103,6 +121,7 @@ def load_manifest(path: str | Path) -> CampaignSpec:
     except ValidationError as exc:
         raise _format_validation(exc, path, lines) from None
     spec = CampaignSpec(manifest=manifest, path=path.resolve(), sha256=sha256_file(path))
+    _check_render_targets(spec, lines)
     for i, cs in enumerate(manifest.candidate_sets):
         where = f"{path}:{line_of(lines, ('candidate_sets', i, 'source'))}: candidate_sets.{i}.source"
         spec.candidates.extend(resolve_files(cs.name, cs.source.glob, cs.source.format, spec.base, where))

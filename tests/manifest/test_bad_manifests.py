@@ -79,6 +79,7 @@ CASES = {
         "profiles.q.pseudo: give exactly one of `dir` or `family`",
     ),
     "qe negative cutoff": (_set(("profiles", "q"), {"kind": "qe", "pseudo": {"family": "debian"}, "ecutwfc_ry": -30}), "profiles.q.ecutwfc_ry"),
+    "missing render template": (_set(("render",), [{"template": "nope.md.j2"}]), "render.0.template"),
     "yaml syntax error": ("campaign: {name: c, root: camp\nprofiles: [\n", "YAML syntax error"),
     "duplicate profile key": (
         "campaign: {name: c, root: camp}\nprofiles:\n  emt: {kind: emt}\n  emt: {kind: emt}\n"

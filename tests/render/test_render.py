@@ -58,6 +58,7 @@ def test_template_must_declare_one_scope(tmp_path, cli):
     path = _campaign(tmp_path, cli, [bad])
     code, _, err = cli("render", path)
     assert code == 3 and "plain.md.j2:1: template must declare its scope" in err
+    assert cli("apply", path, "-q")[0] == 3  # found at load, before any stage runs
     m = yaml.safe_load(path.read_text())
     m["render"] = [{"template": str(ROOT / "templates/validated.md.j2"), "scope": "public"}]
     path.write_text(yaml.safe_dump(m))

@@ -36,10 +36,15 @@ def _status(screening: dict, ax) -> None:
 
 def _failures(screening: dict, ax) -> None:
     fails = screening["overall"]["failures"]
-    names = sorted(fails) or ["(none)"]
-    ax.barh(names, [fails.get(n, 0) for n in names], color="tab:red")
-    ax.set_xlabel("failed stages")
     ax.set_title("Failure taxonomy")
+    if not fails:
+        ax.text(0.5, 0.5, "no failed stages", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    names = sorted(fails)
+    ax.barh(names, [fails[n] for n in names], color="tab:red")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("failed stages")
 
 
 def _fit_rms(validated: dict, ax, threshold: float = 2.0) -> None:
@@ -49,6 +54,7 @@ def _fit_rms(validated: dict, ax, threshold: float = 2.0) -> None:
     ax.axvline(threshold, color="k", ls="--", lw=1)
     ax.set_xlabel("fit RMS (GPa)")
     ax.set_ylabel("candidates")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"Elastic fit residuals (n = {validated['n']})")
     ax.legend(fontsize=7)
 

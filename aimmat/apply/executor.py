@@ -22,7 +22,7 @@ from aimmat.apply.backend import make_backend
 from aimmat.apply.prepare import candidate_record, new_candidates
 from aimmat.apply.runner import StageTask, TaskResult, run_task
 from aimmat.manifest.load import CampaignSpec
-from aimmat.plan.keys import qe_cutoffs, qe_pseudo_files
+from aimmat.plan.keys import is_screen, qe_cutoffs, qe_pseudo_files, structure_source
 from aimmat.plan.plan import Action, Plan, StageAction, plan, plan_candidate
 from aimmat.state import journal
 from aimmat.state.atomic import write_json_atomic
@@ -56,7 +56,8 @@ class Progress:
         self.failed = 0
 
     def _line(self) -> str:
-        stages = sorted(set(self.done) | set(self.running), key=lambda s: ["import", "screen", "relax", "scf", "elastic"].index(s))
+        order = {s: i for i, s in enumerate(["import", "screen", "relax", "scf", "elastic"])}
+        stages = sorted(set(self.done) | set(self.running), key=lambda s: (order.get(s, 9), s))
         parts = [f"{s} {self.done[s]}" + (f" (+{self.running[s]} running)" if self.running[s] else "") for s in stages]
         return "apply: " + " | ".join(parts) + (f" | failed {self.failed}" if self.failed else "")
 
@@ -113,9 +114,13 @@ def _task(spec: CampaignSpec, a: StageAction, cobs, imports) -> StageTask:
     if a.stage == "import":
         rec = imports.get((a.set_name, a.cand_id)) or candidate_record(spec, _source_of(spec, a))
         return StageTask(**base, candidate=rec.model_dump(mode="json"))
-    cfg = getattr(spec.manifest.stages, a.stage)
-    structure = cobs.record.structure if a.stage in ("screen", "relax") else cobs.stages["relax"].outputs["structure"]
-    profile = spec.manifest.profiles[cfg.profile].model_dump() if a.stage != "screen" else None
+    cfg = spec.stage_config(a.stage)
+    screen = is_screen(a.stage)
+    structure = cobs.record.structure if structure_source(a.stage) == "import" else cobs.stages["relax"].outputs["structure"]
+    if screen:
+        profile = spec.manifest.profiles[cfg.prerelax_profile].model_dump() if cfg.prerelax_profile else None
+    else:
+        profile = spec.manifest.profiles[cfg.profile].model_dump()
     if profile:
         profile["retry_policy"] = spec.manifest.retry.model_dump(exclude={"max_attempts"})
     if profile and profile["kind"] == "qe":  # the exact files the key hashed, as absolute paths
@@ -134,11 +139,18 @@ def _source_of(spec: CampaignSpec, a: StageAction):
 
 
 def _first_runnable(actions: list[StageAction]) -> StageAction | None:
-    for a in actions:
+    """The first pending action whose upstream stages are done: the main
+    chain in order, then ablation screens (which depend on the import only)."""
+    main = [a for a in actions if not a.stage.startswith("ablation-")]
+    for a in main:
         if a.action in (Action.CREATE, Action.RERUN):
             return a
         if not (a.action == Action.KEEP and a.state == "done"):
-            return None
+            break
+    imported = actions[0].action == Action.KEEP and actions[0].state == "done"
+    for a in actions:
+        if imported and a.stage.startswith("ablation-") and a.action in (Action.CREATE, Action.RERUN):
+            return a
     return None
 
 

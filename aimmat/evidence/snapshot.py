@@ -68,6 +68,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     n_by_set = {s: sum(by_set[s].values()) for s in sets}
     screening = {"sets": {s: block(by_set[s], coverage[s], failures[s], n_by_set[s]) for s in sets}}
     screening["rerun_priority"] = reruns
+    screening["ablations"] = _ablations(spec, observed)
     screening["overall"] = block(sum(by_set.values(), Counter()), sum(coverage.values(), Counter()),
                                  sum(failures.values(), Counter()), sum(n_by_set.values()))
     validated = _validated(spec, rows, relaxed)
@@ -82,6 +83,41 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
         "scopes": {"public": public, "screening": screening, "validated": validated},
         "protocol": _protocol(spec, observed),
     }
+
+
+def _ablations(spec: CampaignSpec, observed: Observed) -> dict:
+    """Each screen variant's strict-pass rate over the candidates it has
+    screened, and the deltas against the first variant, with the candidates
+    that flip (a pre-relaxation can make a structure fail criteria it
+    passed: a finding, not a bug)."""
+    variants = []
+    passes: dict[str, dict[str, bool]] = {}
+    for a, stage in zip(spec.manifest.ablations, spec.ablation_stages):
+        res = {}
+        for src in spec.candidates:
+            cobs = observed.candidates.get((src.set_name, src.cand_id))
+            rec = cobs.stages.get(stage) if cobs else None
+            if rec is not None and rec.status == "done":
+                res[f"{src.set_name}/{src.cand_id}"] = bool(rec.outputs.get("strict_pass"))
+        passes[a.name] = res
+        n, k = len(res), sum(res.values())
+        ci = wilson_interval(k, n)
+        variants.append({"name": a.name, "prerelax_profile": a.screen.prerelax_profile, "n": n, "strict_pass": k,
+                         "strict_pass_rate": k / n if n else None, "wilson95": list(ci) if ci else None})
+    deltas = []
+    if variants:
+        base = variants[0]
+        for v in variants[1:]:
+            common = sorted(set(passes[base["name"]]) & set(passes[v["name"]]))
+            b = [passes[base["name"]][c] for c in common]
+            o = [passes[v["name"]][c] for c in common]
+            deltas.append({
+                "variant": v["name"], "baseline": base["name"], "n_common": len(common),
+                "delta_rate": (sum(o) - sum(b)) / len(common) if common else None,
+                "gained": [c for c, x, y in zip(common, b, o) if y and not x],
+                "lost": [c for c, x, y in zip(common, b, o) if x and not y],
+            })
+    return {"variants": variants, "deltas": deltas}
 
 
 def _rerun_row(src, cobs, stages) -> dict:

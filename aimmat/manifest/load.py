@@ -47,6 +47,17 @@ class CampaignSpec:
     def sets(self) -> list[str]:
         return [s.name for s in self.manifest.candidate_sets]
 
+    @property
+    def ablation_stages(self) -> list[str]:
+        """Screen variants, as stage ids (and folder names): 'ablation-<name>'."""
+        return [f"ablation-{a.name}" for a in self.manifest.ablations]
+
+    def stage_config(self, stage: str):
+        if stage.startswith("ablation-"):
+            name = stage[len("ablation-"):]
+            return next(a.screen for a in self.manifest.ablations if a.name == name)
+        return getattr(self.manifest.stages, stage)
+
 
 # Where the manifest has discriminated unions: the index at which pydantic
 # inserts the tag (profiles.<name>.<kind>..., candidate_sets.<i>.source.<kind>...).

@@ -92,6 +92,9 @@ class ScreenStage(Strict):
     density_min_g_cm3: float = Field(0.5, ge=0)
     density_max_g_cm3: float = Field(25.0, gt=0)
     charge_neutral: bool = Field(True, description="SMACT charge neutrality + electronegativity test.")
+    prerelax_profile: SafeId | None = Field(
+        None, description="Relax with this (emt/chgnet) profile before the checks: ML pre-relaxation."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> "ScreenStage":
@@ -141,6 +144,17 @@ class StagesSpec(Strict):
         return [s for s in STAGES if getattr(self, s) is not None]
 
 
+class AblationVariant(Strict):
+    """A pipeline variant screened over the same candidates; it gates nothing.
+
+    The snapshot reports each variant's strict-pass rate and the deltas
+    between variants (e.g. raw structures vs CHGNet pre-relaxed ones).
+    """
+
+    name: SafeId
+    screen: ScreenStage = Field(default_factory=ScreenStage)
+
+
 class RetryPolicy(Strict):
     """The retry ladder as policy. Retries are attempts, not new inputs: they never change a stage key."""
 
@@ -177,6 +191,7 @@ class Manifest(Strict):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     evidence: EvidenceSpec = Field(default_factory=EvidenceSpec)
     render: list[RenderTarget] = Field(default_factory=list)
+    ablations: list[AblationVariant] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> "Manifest":
@@ -192,6 +207,15 @@ class Manifest(Strict):
                 raise ValueError(
                     f"stages.{stage}.profile: unknown profile '{cfg.profile}' (profiles: {known})"
                 )
+        names = [a.name for a in self.ablations]
+        if len(set(names)) != len(names):
+            raise ValueError("ablations: variant names must be unique")
+        screens = [("stages.screen", self.stages.screen)] + [(f"ablations.{i}.screen", a.screen) for i, a in enumerate(self.ablations)]
+        for where, scr in screens:
+            if scr is not None and scr.prerelax_profile is not None:
+                prof = self.profiles.get(scr.prerelax_profile)
+                if prof is None or prof.kind not in ("emt", "chgnet"):
+                    raise ValueError(f"{where}.prerelax_profile: '{scr.prerelax_profile}' must name an emt or chgnet profile")
         if self.stages.scf is not None and self.stages.relax is None:
             raise ValueError("stages.scf: needs stages.relax (SCF runs on the relaxed structure)")
         if self.stages.elastic is not None and self.stages.relax is None:

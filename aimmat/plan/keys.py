@@ -14,8 +14,16 @@ from aimmat.manifest.load import CampaignSpec
 from aimmat.manifest.sources import CandidateSource
 from aimmat.state.records import RECIPE_VERSIONS
 
-# Where each stage's input structure comes from.
+# Where each stage's input structure comes from (ablation screens: the candidate's).
 STRUCTURE_SOURCE = {"screen": "import", "relax": "import", "scf": "relax", "elastic": "relax"}
+
+
+def is_screen(stage: str) -> bool:
+    return stage == "screen" or stage.startswith("ablation-")
+
+
+def structure_source(stage: str) -> str:
+    return "import" if stage.startswith("ablation-") else STRUCTURE_SOURCE[stage]
 
 
 @lru_cache(maxsize=None)
@@ -50,10 +58,13 @@ def _static_inputs(spec: CampaignSpec, stage: str) -> dict[str, Any]:
     cached = spec.cache.get(("static_inputs", stage))
     if cached is not None:
         return cached
-    cfg = getattr(spec.manifest.stages, stage)
-    inputs: dict[str, Any] = {"recipe": RECIPE_VERSIONS[stage]}
-    if stage == "screen":
+    cfg = spec.stage_config(stage)
+    inputs: dict[str, Any] = {"recipe": RECIPE_VERSIONS["screen" if is_screen(stage) else stage]}
+    if is_screen(stage):
         inputs["criteria"] = cfg.model_dump()
+        if cfg.prerelax_profile:
+            pre = spec.manifest.profiles[cfg.prerelax_profile]
+            inputs["prerelax"] = {"engine": engine_version(pre.kind), "profile": pre.key_params("relax")}
     else:
         profile = spec.manifest.profiles[cfg.profile]
         inputs["engine"] = engine_version(profile.kind)
@@ -74,8 +85,8 @@ def stage_inputs(spec: CampaignSpec, stage: str, structure_sha256: str, elements
     candidates that contain that element.
     """
     inputs = {**_static_inputs(spec, stage), "structure_sha256": structure_sha256}
-    cfg = getattr(spec.manifest.stages, stage)
-    if stage != "screen" and spec.manifest.profiles[cfg.profile].kind == "qe":
+    cfg = spec.stage_config(stage)
+    if not is_screen(stage) and spec.manifest.profiles[cfg.profile].kind == "qe":
         files = qe_pseudo_files(spec, cfg.profile, elements or [])
         inputs["pseudos"] = {p.name: md5_file(p) for p in files.values()}
         if spec.manifest.profiles[cfg.profile].ecutwfc_ry is None:
@@ -152,10 +163,15 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: d}
 
 
+_ABSENT = object()
+
+
 def _show(v: Any) -> str:
     if isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v):
         return v[:12]
-    return "(absent)" if v is None else str(v)
+    if v is _ABSENT:
+        return "(absent)"
+    return "null" if v is None else str(v)
 
 
 def describe_changes(old: dict, new: dict, labels: dict[str, str] | None = None) -> list[str]:
@@ -163,9 +179,9 @@ def describe_changes(old: dict, new: dict, labels: dict[str, str] | None = None)
     a, b = _flatten(old), _flatten(new)
     lines = []
     for field in sorted(set(a) | set(b)):
-        if a.get(field) != b.get(field):
+        if a.get(field, _ABSENT) != b.get(field, _ABSENT):
             name = (labels or {}).get(field, field)
             if field.startswith("pseudos."):
                 name = f"pseudopotential {field[len('pseudos.'):]} md5"
-            lines.append(f"{name} {_show(a.get(field))} -> {_show(b.get(field))}")
+            lines.append(f"{name} {_show(a.get(field, _ABSENT))} -> {_show(b.get(field, _ABSENT))}")
     return lines

@@ -14,7 +14,7 @@ from enum import Enum
 from aimmat.manifest.load import CampaignSpec
 from aimmat.manifest.models import STAGES
 from aimmat.manifest.sources import CandidateSource
-from aimmat.plan.keys import STRUCTURE_SOURCE, describe_changes, import_inputs, stage_inputs, stage_key
+from aimmat.plan.keys import describe_changes, import_inputs, stage_inputs, stage_key, structure_source
 from aimmat.state.procs import process_alive
 from aimmat.state.records import StageRecord, record_elements
 from aimmat.state.scan import CandidateObs, Observed
@@ -117,10 +117,11 @@ def plan_candidate(
     else:
         out["import"] = StageAction(s, c, "import", Action.KEEP, [], key, inputs, state="done")
 
-    chain = ["import"] + spec.stages
+    chain = ["import"] + spec.stages + spec.ablation_stages
     for i, stage in enumerate(chain[1:], start=1):
-        gate = out[chain[i - 1]]
-        src_stage = STRUCTURE_SOURCE[stage]
+        # ablation screens hang off the import alone: they gate nothing and nothing gates them
+        gate = out["import"] if stage.startswith("ablation-") else out[chain[i - 1]]
+        src_stage = structure_source(stage)
         upstream = out[src_stage]
         rec = cobs.stages.get(stage) if cobs else None
 
@@ -173,7 +174,7 @@ def plan_candidate(
                 act(Action.RERUN, f"retry after {rec.failure_code} (attempt {n + 1} of {spec.manifest.retry.max_attempts})", key=key, inputs=inputs)
             else:
                 act(Action.KEEP, f"failed: {rec.failure_code} after {n} attempt(s); `--replace {stage}` forces a rerun", key=key, inputs=inputs, state="failed")
-        elif stage == "screen" and not rec.outputs.get("strict_pass", False):
+        elif stage == "screen" and not rec.outputs.get("strict_pass", False):  # ablation screens never gate
             act(Action.KEEP, *_screen_failures(rec), key=key, inputs=inputs, state="screened_out")
         else:
             act(Action.KEEP, key=key, inputs=inputs, state="done")
@@ -208,8 +209,8 @@ def _plan(spec, observed, replace, target, alive) -> Plan:
         cobs = observed.candidates.get((src.set_name, src.cand_id))
         actions.extend(plan_candidate(spec, src, cobs, replace=replace, alive=alive))
         if cobs:
-            for d in sorted(set(cobs.stage_dirs) - set(spec.stages)):
-                if d in STAGES:
+            for d in sorted(set(cobs.stage_dirs) - set(spec.stages) - set(spec.ablation_stages)):
+                if d in STAGES or d.startswith("ablation-"):
                     actions.append(StageAction(src.set_name, src.cand_id, d, Action.ORPHAN, [f"stage '{d}' is not in the manifest"]))
     sets = set(spec.sets())
     for (s, c) in sorted(observed.candidates):

@@ -20,10 +20,10 @@ class StageOutcome:
 
 
 def run_stage_fn(stage: str, structure, stage_cfg: dict, profile: dict | None, directory: Path, previous: StageOutcome | None) -> StageOutcome:
-    if stage == "screen":
+    if stage == "screen" or stage.startswith("ablation-"):
         from aimmat.stages.screen import run_screen
 
-        return run_screen(structure, stage_cfg)
+        return run_screen(structure, stage_cfg, profile, directory)
     if stage == "relax":
         from aimmat.stages.relax import run_relax
 

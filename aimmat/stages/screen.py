@@ -21,7 +21,20 @@ def charge_neutral(structure) -> bool:
     return bool(smact_validity(structure.composition.reduced_formula))
 
 
-def run_screen(structure, cfg: dict) -> StageOutcome:
+def run_screen(structure, cfg: dict, prerelax_profile: dict | None = None, directory=None) -> StageOutcome:
+    prerelax = None
+    if prerelax_profile is not None:  # ML pre-relaxation, then the same checks on the moved structure
+        from pymatgen.core import Structure
+
+        from aimmat.engines import get_engine
+        from aimmat.manifest.identity import structure_sha256
+
+        res = get_engine(prerelax_profile).run(structure, prerelax_profile, "relax", directory / "prerelax")
+        if res.structure is None:
+            return StageOutcome(ok=False, failure_code=res.failure_code, message=f"pre-relaxation: {res.message}")
+        structure = Structure.from_dict(res.structure)
+        prerelax = {"converged": res.converged, "n_steps": res.n_steps, "structure": res.structure,
+                    "structure_sha256": structure_sha256(structure), "energy_per_atom_ev": res.energy_ev / len(structure)}
     criteria: dict[str, dict] = {}
     search = max(4.0, 2.0 * cfg["min_distance_a"])
     dmin = min_distance_a(structure, search)
@@ -39,5 +52,8 @@ def run_screen(structure, cfg: dict) -> StageOutcome:
     strict = all(c["pass"] for c in criteria.values())
     for c in criteria.values():
         c["pass"] = bool(c["pass"])
-    return StageOutcome(ok=True, outputs={"criteria": criteria, "strict_pass": bool(strict), "formula": structure.composition.reduced_formula}, output_present=True)
+    outputs = {"criteria": criteria, "strict_pass": bool(strict), "formula": structure.composition.reduced_formula}
+    if prerelax is not None:
+        outputs["prerelax"] = prerelax
+    return StageOutcome(ok=True, outputs=outputs, output_present=True)
 

@@ -85,7 +85,7 @@ def scan_candidate(campaign_dir, set_name: str, cand_id: str, temp_files: list |
             obs.record = _read_if_exists(entry.path, CandidateRecord)
         elif name in STAGES or entry.is_dir():
             obs.stage_dirs.append(name)
-            if name in STAGES:
+            if name in STAGES or name.startswith("ablation-"):
                 if temp_files is not None:
                     for e in _entries(entry.path):
                         if e.name.startswith(TMP_PREFIX):

@@ -21,3 +21,12 @@ def test_wilson_edge_cases():
         wilson_interval(5, 4)
     lo, hi = wilson_interval(500, 1000)
     assert lo < 0.5 < hi and hi - lo < 0.07
+
+
+def test_wilson_matches_statsmodels_over_a_grid():
+    sm = pytest.importorskip("statsmodels.stats.proportion")
+    for n in (1, 2, 3, 5, 9, 10, 17, 40, 100, 333):
+        for k in range(0, n + 1, max(1, n // 7)):
+            lo, hi = wilson_interval(k, n)
+            ref_lo, ref_hi = sm.proportion_confint(k, n, alpha=0.05, method="wilson")
+            assert lo == pytest.approx(ref_lo, abs=1e-12) and hi == pytest.approx(ref_hi, abs=1e-12), (k, n)

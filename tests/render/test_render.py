@@ -64,3 +64,21 @@ def test_template_must_declare_one_scope(tmp_path, cli):
     path.write_text(yaml.safe_dump(m))
     code, _, err = cli("render", path)
     assert code == 3 and "declares 'validated'" in err
+
+
+def test_changing_one_record_changes_snapshot_and_every_header(tmp_path, cli):
+    tpl = [ROOT / "templates" / n for n in ("project.md.j2", "status_by_set.md.j2", "validated.md.j2", "validated.tex.j2")]
+    path = _campaign(tmp_path, cli, tpl)
+    assert cli("render", path)[0] == 0
+    man = tmp_path / "camp/c/manuscript"
+    before = json.loads((man / "render.lock.json").read_text())["snapshot_sha256"]
+    rec_path = tmp_path / "camp/c/1-element/Cu/elastic/record.json"
+    rec = json.loads(rec_path.read_text())
+    rec["outputs"]["fit_rms_gpa"] += 0.001  # one number in one record
+    rec_path.write_text(json.dumps(rec))
+    assert cli("render", path)[0] == 0
+    after = json.loads((man / "render.lock.json").read_text())["snapshot_sha256"]
+    assert after != before
+    for name in ("project.md", "status_by_set.md", "validated.md", "validated.tex"):
+        first = (man / name).read_text().splitlines()[0]
+        assert after in first and before not in first

@@ -39,29 +39,15 @@ def _versions() -> dict:
     return out
 
 
-def _provenance(observed) -> dict:
-    engines, pseudos = set(), {}
-    for co in observed.candidates.values():
-        for rec in co.stages.values():
-            if "engine" in rec.key_inputs:
-                engines.add(rec.key_inputs["engine"])
-            pseudos.update(rec.key_inputs.get("pseudos", {}))
-    return {"engines": sorted(engines), "pseudopotentials_md5": dict(sorted(pseudos.items()))}
-
-
 def render(spec: CampaignSpec, command: list[str] | None = None) -> dict:
     targets = spec.manifest.render
     if not targets:
         raise RenderError(f"{spec.path}: `render:` declares no targets", fix="add render targets (see manifests/demo.yaml)")
+    # existence and scope declarations were checked when the manifest was loaded
     templates = []
-    for i, t in enumerate(targets):
+    for t in targets:
         path = (spec.base / t.template).resolve()
-        if not path.is_file():
-            raise RenderError(f"{spec.path}: render.{i}.template: {path} not found")
-        scope = declared_scope(path)
-        if t.scope and t.scope != scope:
-            raise RenderError(f"{spec.path}: render.{i}.scope is '{t.scope}' but {path.name} declares '{scope}'")
-        templates.append((path, scope, t.output or (path.name[:-3] if path.name.endswith(".j2") else path.name)))
+        templates.append((path, declared_scope(path), t.output or (path.name[:-3] if path.name.endswith(".j2") else path.name)))
     cdir = spec.campaign_dir
     observed = scan(cdir)
     snap = make_snapshot(spec, observed)
@@ -87,7 +73,8 @@ def render(spec: CampaignSpec, command: list[str] | None = None) -> dict:
     with CampaignLock(cdir):
         write_bytes_atomic(cdir / "evidence" / "snapshot.json", (json.dumps(snap, indent=1, sort_keys=True) + "\n").encode())
         lock = {"aimmat": __version__, "command": command if command is not None else sys.argv, "python": sys.version.split()[0],
-                "packages": _versions(), **_provenance(observed), "snapshot_sha256": snap_sha, "outputs": []}
+                "packages": _versions(), "engines": snap["protocol"]["engines"],
+                "pseudopotentials_md5": snap["protocol"]["pseudopotentials_md5"], "snapshot_sha256": snap_sha, "outputs": []}
         for out, text, header, scope, tname, tsha in rendered:
             dest = cdir / "manuscript" / out
             write_bytes_atomic(dest, text.encode())

@@ -79,7 +79,7 @@ def diff(manifest, as_json, exit_code, target, replace, verbose) -> None:
     tgt = _parse_target(target)
     _check_target(spec, tgt)
     observed = scan(spec.campaign_dir)
-    new_candidates(spec, observed)  # parse new structure files: bad ones are exit 3 here too
+    new_candidates(spec, observed, generate=False)  # parse new structure files: bad ones are exit 3 here too
     p = plan(spec, observed, replace=_check_replace(spec, replace), target=tgt)
     if as_json:
         click.echo(json.dumps(p.to_json(), indent=1))
@@ -169,6 +169,58 @@ def render(manifest) -> None:
     for o in lock["outputs"]:
         click.echo(f"{o['path']}  ({o['scope']}, sha256 {o['sha256'][:12]})")
     click.echo(f"manuscript/render.lock.json; snapshot sha256 {lock['snapshot_sha256'][:12]}")
+
+
+@cli.group()
+def model() -> None:
+    """Train and evaluate the generator and elastic-predictor checkpoint."""
+
+
+def _default_data_root() -> str | None:
+    return os.environ.get("AIMMAT_SHARED_DATA")
+
+
+@model.command("train")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Checkpoint file to write.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Folder of the reference data (default: $AIMMAT_SHARED_DATA, else the config's data_root).")
+def model_train(config, out, data_root) -> None:
+    """Train from CONFIG (YAML): elastic heads (PD and ablation) and the crystal VAE."""
+    from pathlib import Path
+
+    from aimmat.model import train
+
+    r = train.run(Path(config), Path(out), data_root)
+    click.echo(f"{r['path']}  sha256 {r['sha256']}")
+
+
+@model.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--data-root", type=click.Path(file_okay=False), default=_default_data_root,
+              help="Reference data folder (default: $AIMMAT_SHARED_DATA, else ../shared/data next to the project).")
+@click.option("-n", "--samples", type=click.IntRange(1, 100000), default=500, show_default=True,
+              help="Structures to generate for the generation metrics.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="JSON file to write (default: CHECKPOINT with .eval.json).")
+@click.option("--no-generation", is_flag=True, help="Elastic metrics only.")
+@click.option("--speed-count", type=click.IntRange(1, 1000), default=8, show_default=True,
+              help="Samples for the speed comparison against CDVAE's 5,000-step schedule.")
+def model_eval(checkpoint, data_root, samples, seed, out, no_generation, speed_count) -> None:
+    """Evaluate CHECKPOINT: elastic heads on the held-out split, generation (CDVAE protocol)."""
+    from pathlib import Path
+
+    from aimmat.model import evaluate
+
+    if data_root is None:
+        guess = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+        data_root = str(guess) if guess.exists() else None
+    outp = Path(out) if out else Path(checkpoint).with_suffix(".eval.json")
+    r = evaluate.run(Path(checkpoint), data_root=Path(data_root) if data_root else None, n_samples=samples,
+                     seed=seed, out=outp, skip_generation=no_generation, speed_count=speed_count)
+    click.echo(evaluate.report(r))
+    click.echo(f"wrote {outp}")
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -1,0 +1,145 @@
+"""Generation, prediction and ranking inside a campaign.
+
+- ``pregenerate``: samples every pending generator candidate of a set in one
+  call (sample i depends only on checkpoint, seed and i);
+- ``predict``: the ensemble's mean tensor, its spread, VRH moduli and the
+  ranking terms, stored with each candidate at import;
+- ``shortlist``: the set's ranking once every candidate is imported and
+  screened; only screen passes are eligible, ties broken by candidate id.
+
+torch and the checkpoint are loaded only when a campaign needs them.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+def load_checkpoint(spec, name: str):
+    from aimmat.model import checkpoint
+
+    key = ("checkpoint", name)
+    if key not in spec.cache:
+        m = spec.manifest.models[name]
+        spec.cache[key] = checkpoint.load(spec.model_file(name), m.sha256, where=f"models.{name}")
+    return spec.cache[key]
+
+
+def pregenerate(spec, sources, progress: bool = True) -> None:
+    """Generate the given GeneratedSources (grouped by set) into ``spec.cache``."""
+    from aimmat.model.sample import sample
+
+    by_set: dict[str, list] = {}
+    for src in sources:
+        if ("generated", src.set_name, src.frame) not in spec.cache:
+            by_set.setdefault(src.set_name, []).append(src)
+    for set_name, srcs in by_set.items():
+        first = srcs[0]
+        ckpt = load_checkpoint(spec, first.model)
+        schedule = dict(first.schedule) or ckpt.sampler
+
+        def report(done, total, _s=set_name):
+            if progress:
+                print(f"\rgenerate {_s}: {done}/{total}", end="", file=sys.stderr, flush=True)
+
+        samples = sample(ckpt.vae, len(srcs), first.n_elements, first.seed, schedule,
+                         indices=[s.frame for s in srcs], progress=report)
+        if progress:
+            print(file=sys.stderr)
+        for s in samples:
+            spec.cache[("generated", set_name, s.index)] = s.structure
+
+
+def generated_structure(spec, src):
+    if ("generated", src.set_name, src.frame) not in spec.cache:
+        pregenerate(spec, [src], progress=False)
+    return spec.cache[("generated", src.set_name, src.frame)]
+
+
+def predict(ckpt, structures) -> list[dict]:
+    """Per structure: mean Voigt tensor (GPa), per-component spread, VRH moduli, ranking terms."""
+    from aimmat.model.evaluate import predict_heads, vrh
+
+    heads = predict_heads(ckpt.elastic, list(structures))  # (H, B, 6, 6)
+    out = []
+    for b in range(heads.shape[1]):
+        mean = heads[:, b].mean(0)
+        k, g = vrh(mean)
+        k_heads = np.array([vrh(h)[0] for h in heads[:, b]])
+        margin = float(np.linalg.eigvalsh((mean + mean.T) / 2).min())
+        out.append({
+            "checkpoint_sha256": ckpt.sha256,
+            "voigt_gpa": np.round(mean, 3).tolist(),
+            "voigt_std_gpa": np.round(heads[:, b].std(0), 3).tolist(),
+            "k_vrh_gpa": round(k, 3),
+            "g_vrh_gpa": round(g, 3),
+            "pd_margin_gpa": round(margin, 4),
+            "pd": margin > 0,
+            "terms": {
+                "log10_k_vrh": math.log10(max(k, 1e-2)),
+                "log10_g_vrh": math.log10(max(g, 1e-2)),
+                "log10_pd_margin": math.log10(max(margin, 1e-3)),
+                "uncertainty": float(np.std(np.log10(np.clip(k_heads, 1e-2, None)))),
+            },
+        })
+    return out
+
+
+def attach_predictions(spec, records: dict) -> None:
+    """Fill ``prediction`` of new CandidateRecords whose set is ranked (batched per model)."""
+    by_model: dict[str, list] = {}
+    for rec in records.values():
+        cset = next(s for s in spec.manifest.candidate_sets if s.name == rec.set_name)
+        model = cset.rank_model()
+        if model and rec.prediction is None:
+            by_model.setdefault(model, []).append(rec)
+    from pymatgen.core import Structure
+
+    for model, recs in by_model.items():
+        ckpt = load_checkpoint(spec, model)
+        preds = predict(ckpt, [Structure.from_dict(r.structure) for r in recs])
+        for r, p in zip(recs, preds):
+            r.prediction = p
+
+
+def score(prediction: dict, weights: dict[str, float]) -> float:
+    return float(sum(w * prediction["terms"][t] for t, w in weights.items()))
+
+
+@dataclass
+class Shortlist:
+    top_k: int
+    waiting: list[str] = field(default_factory=list)  # candidates not yet imported / screened
+    ranks: dict[str, tuple[int, float]] = field(default_factory=dict)  # eligible cand -> (rank, score)
+
+    @property
+    def members(self) -> set[str]:
+        return {c for c, (r, _) in self.ranks.items() if r <= self.top_k}
+
+    def reason(self, cand: str) -> str | None:
+        """None when ``cand`` may go on; else why it waits or stops."""
+        if self.waiting:
+            return f"waiting for the shortlist: {len(self.waiting)} candidate(s) of the set not yet imported and screened"
+        if cand not in self.ranks:
+            return "not shortlisted: did not pass the screen"
+        r, s = self.ranks[cand]
+        if r > self.top_k:
+            return f"not shortlisted: rank {r} of {len(self.ranks)} eligible (score {s:.3f}), top_k {self.top_k}"
+        return None
+
+
+def build_shortlist(top_k: int, weights: dict, entries: list[tuple[str, str, dict | None]]) -> Shortlist:
+    """``entries``: (cand_id, state, prediction) with state 'eligible', 'ineligible' or 'waiting'."""
+    sl = Shortlist(top_k)
+    scored = []
+    for cand, state, pred in entries:
+        if state == "waiting":
+            sl.waiting.append(cand)
+        elif state == "eligible" and pred is not None:
+            scored.append((-score(pred, weights), cand))
+    for r, (neg, cand) in enumerate(sorted(scored), start=1):
+        sl.ranks[cand] = (r, -neg)
+    return sl

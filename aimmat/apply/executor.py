@@ -23,7 +23,7 @@ from aimmat.apply.prepare import candidate_record, new_candidates
 from aimmat.apply.runner import StageTask, TaskResult, run_task
 from aimmat.manifest.load import CampaignSpec
 from aimmat.plan.keys import is_screen, qe_cutoffs, qe_pseudo_files, structure_source
-from aimmat.plan.plan import Action, Plan, StageAction, plan, plan_candidate
+from aimmat.plan.plan import Action, Plan, StageAction, plan, plan_candidate, set_shortlist
 from aimmat.state import journal
 from aimmat.state.atomic import write_json_atomic
 from aimmat.state.lock import CampaignLock
@@ -138,6 +138,15 @@ def _source_of(spec: CampaignSpec, a: StageAction):
     return next(s for s in spec.candidates if (s.set_name, s.cand_id) == (a.set_name, a.cand_id))
 
 
+def _set_shortlist(spec: CampaignSpec, set_name: str):
+    per = {}
+    for src in spec.candidates:
+        if src.set_name == set_name:
+            cobs = scan_candidate(spec.campaign_dir, src.set_name, src.cand_id)
+            per[src.cand_id] = (plan_candidate(spec, src, cobs, alive=lambda rec: False), cobs.record if cobs else None)
+    return set_shortlist(spec, set_name, per)
+
+
 def _first_runnable(actions: list[StageAction]) -> StageAction | None:
     """The first pending action whose upstream stages are done: the main
     chain in order, then ablation screens (which depend on the import only)."""
@@ -205,10 +214,17 @@ def apply(
         prog = Progress(progress)
         inflight = {}
 
+        ranked = {c.name for c in spec.manifest.candidate_sets if c.rank is not None and c.rank.top_k is not None}
+        gate_stage = next((st for st in spec.stages if st != "screen"), None)
+
         def schedule(cand) -> None:
             cobs = scan_candidate(cdir, *cand)
             acts = plan_candidate(spec, srcs[cand], cobs, replace=frozenset(replace_left[cand]), alive=lambda rec: False)
             a = _first_runnable(acts)
+            if a is not None and cand[0] in ranked and a.stage == gate_stage:
+                acts = plan_candidate(spec, srcs[cand], cobs, replace=frozenset(replace_left[cand]),
+                                      alive=lambda rec: False, shortlist=_set_shortlist(spec, cand[0]))
+                a = _first_runnable(acts)
             if a is None:
                 return
             replace_left[cand].discard(a.stage)
@@ -216,20 +232,29 @@ def apply(
             inflight[backend.submit(run_task, _task(spec, a, cobs, imports))] = cand
 
         try:
-            while queue or inflight:
-                while queue and len(inflight) < max(1, jobs):
-                    schedule(queue.pop(0))
-                if not inflight:
-                    continue
-                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    cand = inflight.pop(fut)
-                    res = fut.result()
-                    prog.finish(res)
-                    summary.ran[(res.stage, res.status)] += 1
-                    if res.status == "failed":
-                        summary.failed.append(res)
-                    queue.insert(0, cand)  # continue this candidate's chain first
+            for _pass in range(len(spec.stages) + 2):
+                while queue or inflight:
+                    while queue and len(inflight) < max(1, jobs):
+                        schedule(queue.pop(0))
+                    if not inflight:
+                        continue
+                    done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        cand = inflight.pop(fut)
+                        res = fut.result()
+                        prog.finish(res)
+                        summary.ran[(res.stage, res.status)] += 1
+                        if res.status == "failed":
+                            summary.failed.append(res)
+                        queue.insert(0, cand)  # continue this candidate's chain first
+                if not ranked:
+                    break
+                # a set's shortlist resolves once all its candidates are screened:
+                # plan again and continue the candidates it lets through
+                again = plan(spec, scan(cdir), target=target, alive=lambda rec: False)
+                queue = list(dict.fromkeys((a.set_name, a.cand_id) for a in again.actions if a.pending))
+                if not queue:
+                    break
         finally:
             prog.close()
             backend.shutdown()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from aimmat.errors import ManifestError
 from aimmat.manifest.identity import structure_sha256
 from aimmat.manifest.load import CampaignSpec
-from aimmat.manifest.sources import read_structure
+from aimmat.manifest.sources import GeneratedSource, read_structure
 from aimmat.plan.keys import engine_version, import_inputs, import_key, qe_cutoffs, qe_pseudo_files, stage_key
 from aimmat.state.records import CandidateRecord, record_elements
 from aimmat.state.scan import Observed
@@ -25,38 +25,63 @@ def _qe_profiles(spec: CampaignSpec) -> list[str]:
     return sorted(n for n in names if spec.manifest.profiles[n].kind == "qe")
 
 
-def new_candidates(spec: CampaignSpec, observed: Observed) -> dict[tuple[str, str], CandidateRecord]:
+def new_candidates(spec: CampaignSpec, observed: Observed, generate: bool = True) -> dict[tuple[str, str], CandidateRecord]:
     """CandidateRecords for every candidate whose import is pending; checks
     that every element of every candidate has a pseudopotential in each QE
-    profile (exit 3 naming element and folder) before anything runs."""
+    profile (exit 3 naming element and folder) before anything runs.
+
+    ``generate=False`` (diff) skips generator candidates: their checkpoint
+    was already checked against its pinned sha256 when the manifest loaded.
+    """
     check_environment(spec)
     qe = _qe_profiles(spec)
     elements = {s.name: s for s in spec.manifest.candidate_sets}
     out: dict[tuple[str, str], CandidateRecord] = {}
+    pending_gen = [s for s in spec.candidates if isinstance(s, GeneratedSource) and not _imported(spec, s, observed)]
+    if pending_gen and generate:
+        from aimmat.model.rank import pregenerate
+
+        pregenerate(spec, pending_gen)
     for src in spec.candidates:
-        key = import_key(src)
+        key = import_key(src, spec)
         cobs = observed.candidates.get((src.set_name, src.cand_id))
         cset = elements[src.set_name]
+        if not generate and isinstance(src, GeneratedSource) and not (cobs and cobs.record and cobs.record.key == key):
+            continue
         if cobs and cobs.record and cobs.record.key == key:
             _check_elements(spec, src, cset, cobs.record.n_elements, cobs.record.formula)
             rec = cobs.record
         else:
-            rec = out[(src.set_name, src.cand_id)] = candidate_record(spec, src)
+            rec = out[(src.set_name, src.cand_id)] = candidate_record(spec, src, predict=False)
         for name in qe:
             qe_pseudo_files(spec, name, record_elements(rec))
             if spec.manifest.profiles[name].ecutwfc_ry is None:
                 qe_cutoffs(spec, name, record_elements(rec))
+    if any(s.rank is not None for s in spec.manifest.candidate_sets) and out:
+        from aimmat.model.rank import attach_predictions
+
+        attach_predictions(spec, out)
     return out
 
 
-def candidate_record(spec: CampaignSpec, src) -> CandidateRecord:
-    """Parse a candidate's source and build its record (checks element count)."""
+def _imported(spec: CampaignSpec, src, observed: Observed) -> bool:
+    cobs = observed.candidates.get((src.set_name, src.cand_id))
+    return bool(cobs and cobs.record and cobs.record.key == import_key(src, spec))
+
+
+def candidate_record(spec: CampaignSpec, src, predict: bool = True) -> CandidateRecord:
+    """Parse (or generate) a candidate's structure and build its record (checks element count)."""
     cset = next(s for s in spec.manifest.candidate_sets if s.name == src.set_name)
-    inputs = import_inputs(src)
-    structure = read_structure(src)
+    inputs = import_inputs(src, spec)
+    if isinstance(src, GeneratedSource):
+        from aimmat.model.rank import generated_structure
+
+        structure = generated_structure(spec, src)
+    else:
+        structure = read_structure(src)
     n_el = len(structure.composition.elements)
     _check_elements(spec, src, cset, n_el, structure.composition.reduced_formula)
-    return CandidateRecord(
+    rec = CandidateRecord(
         set_name=src.set_name,
         cand_id=src.cand_id,
         elements=cset.elements,
@@ -69,6 +94,11 @@ def candidate_record(spec: CampaignSpec, src) -> CandidateRecord:
         structure_sha256=structure_sha256(structure),
         provenance=src.provenance(),
     )
+    if predict and cset.rank_model():
+        from aimmat.model.rank import attach_predictions
+
+        attach_predictions(spec, {(src.set_name, src.cand_id): rec})
+    return rec
 
 
 def _check_elements(spec: CampaignSpec, src, cset, n_el: int, formula: str) -> None:

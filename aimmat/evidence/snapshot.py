@@ -73,7 +73,8 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
                                  sum(failures.values(), Counter()), sum(n_by_set.values()))
     validated = _validated(spec, rows, relaxed)
     imported = sum(1 for co in observed.candidates.values() if co.record is not None)
-    public = {"generated": len(spec.candidates), "structures": imported, "contributions_prepared": 0, "contributions_uploaded": 0}
+    public = {"generated": len(spec.candidates), "structures": imported,
+              "model_generated": sum(1 for c in spec.candidates if c.fmt == "generator"), "contributions_prepared": 0, "contributions_uploaded": 0}
     return {
         "aimmat": __version__,
         "campaign": spec.manifest.campaign.name,
@@ -148,8 +149,12 @@ def _protocol(spec: CampaignSpec, observed: Observed) -> dict:
     for name in sorted(used):
         p = spec.manifest.profiles[name].model_dump()
         profiles[name] = {k: v for k, v in p.items() if k not in ("launcher", "pw_command", "min_free_mem_mb")}
-    return {"profiles": profiles, "pseudopotentials_md5": dict(sorted(pseudos.items())), "engines": sorted(engines),
-            "stages": {st: (getattr(spec.manifest.stages, st).model_dump()) for st in spec.stages}}
+    out = {"profiles": profiles, "pseudopotentials_md5": dict(sorted(pseudos.items())), "engines": sorted(engines),
+           "stages": {st: (getattr(spec.manifest.stages, st).model_dump()) for st in spec.stages}}
+    if spec.manifest.models:  # checkpoints that generated or ranked candidates
+        out["models"] = {name: {"path": m.path, "sha256": m.sha256.lower()} for name, m in sorted(spec.manifest.models.items())}
+        out["ranking"] = {c.name: c.rank.model_dump() for c in spec.manifest.candidate_sets if c.rank is not None}
+    return out
 
 
 def _validated_row(spec: CampaignSpec, src, cobs) -> dict:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from aimmat.errors import ManifestError
 from aimmat.manifest.identity import sha256_file
 from aimmat.manifest.models import Manifest
-from aimmat.manifest.sources import CandidateSource, resolve_files
+from aimmat.manifest.sources import CandidateSource, resolve_files, resolve_generator
 from aimmat.manifest.yamlpos import line_of, load_yaml_with_lines
 
 
@@ -43,6 +43,10 @@ class CampaignSpec:
     @property
     def stages(self) -> list[str]:
         return self.manifest.stages.enabled()
+
+    def model_file(self, name: str) -> Path:
+        p = Path(self.manifest.models[name].path)
+        return p if p.is_absolute() else Path(os.path.normpath(self.base / p))
 
     def sets(self) -> list[str]:
         return [s.name for s in self.manifest.candidate_sets]
@@ -72,7 +76,7 @@ def _drop_union_tag(loc: tuple) -> tuple:
     if loc[0] == "candidate_sets" and loc[2] != "source":
         return loc
     if loc[0] == "profiles" or loc[2] == "source":
-        tags = _PROFILE_TAGS if loc[0] == "profiles" else {"files"}
+        tags = _PROFILE_TAGS if loc[0] == "profiles" else {"files", "generator"}
         if loc[i] in tags:
             return loc[:i] + loc[i + 1 :]
     return loc
@@ -133,7 +137,27 @@ def load_manifest(path: str | Path) -> CampaignSpec:
         raise _format_validation(exc, path, lines) from None
     spec = CampaignSpec(manifest=manifest, path=path.resolve(), sha256=sha256_file(path))
     _check_render_targets(spec, lines)
+    _check_models(spec, lines)
     for i, cs in enumerate(manifest.candidate_sets):
         where = f"{path}:{line_of(lines, ('candidate_sets', i, 'source'))}: candidate_sets.{i}.source"
-        spec.candidates.extend(resolve_files(cs.name, cs.source.glob, cs.source.format, spec.base, where))
+        if cs.source.kind == "generator":
+            spec.candidates.extend(resolve_generator(cs.name, cs.elements, cs.source, spec.model_file(cs.source.model),
+                                                     manifest.models[cs.source.model].path,
+                                                     manifest.models[cs.source.model].sha256.lower()))
+        else:
+            spec.candidates.extend(resolve_files(cs.name, cs.source.glob, cs.source.format, spec.base, where))
     return spec
+
+
+def _check_models(spec: CampaignSpec, lines: dict) -> None:
+    """Checkpoints exist and have the pinned sha256 (hashing only: torch is not imported)."""
+    for name, m in spec.manifest.models.items():
+        where = f"{spec.path}:{line_of(lines, ('models', name, 'path'))}: models.{name}"
+        file = spec.model_file(name)
+        if not file.is_file():
+            raise ManifestError(f"{where}.path: checkpoint {file} not found",
+                                fix="paths are relative to the manifest; train one with `aimmat model train`")
+        digest = sha256_file(file)
+        if digest != m.sha256.lower():
+            raise ManifestError(f"{where}.sha256: {file} has sha256 {digest}, the manifest pins {m.sha256}",
+                                fix="restore the pinned file, or pin the new hash if the change is intended")

@@ -74,9 +74,64 @@ class FilesSource(Strict):
         return data
 
 
-# The generator source (model checkpoint, count, seed) joins this union with
-# the model issue; plans and records already treat sources opaquely.
-Source = Annotated[Union[FilesSource], Field(discriminator="kind")]
+class SamplerSchedule(Strict):
+    """Annealed Langevin schedule of the coordinate score network."""
+
+    levels: int = Field(10, ge=1, le=200, description="Noise levels, geometric from the model's sigma_max to sigma_min.")
+    steps: int = Field(5, ge=1, le=1000, description="Langevin steps per level (CDVAE: 50 levels x 100 steps).")
+    step_lr: float = Field(1e-4, gt=0, le=1, description="Step size at sigma_min; scales with sigma^2.")
+
+
+class GeneratorSource(Strict):
+    """Crystals sampled from a model checkpoint, conditioned on the set's element count.
+
+    Candidate i depends only on (checkpoint, seed, i): raising `count` keeps
+    the candidates generated before.
+    """
+
+    kind: Literal["generator"]
+    model: SafeId = Field(description="A key of `models:`.")
+    count: int = Field(ge=1, le=100000, description="Number of candidates to generate.")
+    seed: int = Field(0, ge=0, description="Sampling seed; recorded in each candidate's provenance.")
+    schedule: SamplerSchedule | None = Field(None, description="Default: the schedule recorded in the checkpoint.")
+
+
+Source = Annotated[Union[FilesSource, GeneratorSource], Field(discriminator="kind")]
+
+
+class ModelSpec(Strict):
+    """A trained checkpoint (`aimmat model train`), pinned by its sha256."""
+
+    path: str = Field(description="Checkpoint file, relative to the manifest.")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of the file; a mismatch stops diff and apply.")
+
+
+RANK_TERMS = ("log10_k_vrh", "log10_g_vrh", "log10_pd_margin", "uncertainty")
+
+
+class RankSpec(Strict):
+    """Composite ranking score from the model's predicted elastic tensor.
+
+    score = sum of weight x term over: log10_k_vrh, log10_g_vrh (predicted
+    VRH moduli, GPa), log10_pd_margin (smallest eigenvalue of the predicted
+    tensor, GPa), uncertainty (ensemble spread of log10 K_VRH, dex).
+    Only candidates that pass the screen are eligible.
+    """
+
+    model: SafeId | None = Field(None, description="A key of `models:`; default: the set's generator model.")
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"log10_k_vrh": 1.0, "log10_g_vrh": 1.0, "uncertainty": -1.0},
+        description="Weight per term (" + ", ".join(RANK_TERMS) + ").")
+    top_k: int | None = Field(None, ge=1, description="Shortlist: only the best top_k of the set go to relax and after.")
+
+    @model_validator(mode="after")
+    def _terms(self) -> "RankSpec":
+        bad = sorted(set(self.weights) - set(RANK_TERMS))
+        if bad:
+            raise ValueError(f"unknown ranking term(s) {', '.join(bad)}; known: {', '.join(RANK_TERMS)}")
+        if not self.weights:
+            raise ValueError("weights: give at least one term")
+        return self
 
 
 class CandidateSetSpec(Strict):
@@ -84,6 +139,14 @@ class CandidateSetSpec(Strict):
     elements: int = Field(ge=1, le=10, description="Number of distinct elements per candidate.")
     source: Source
     check_elements: bool = Field(True, description="Refuse structures whose element count differs.")
+    rank: RankSpec | None = Field(None, description="Rank by predicted elastic tensor; optional shortlist.")
+
+    def rank_model(self) -> str | None:
+        if self.rank is None:
+            return None
+        if self.rank.model is not None:
+            return self.rank.model
+        return self.source.model if isinstance(self.source, GeneratorSource) else None
 
 
 # ---------------------------------------------------------------- stages
@@ -186,6 +249,7 @@ class Manifest(Strict):
     version: Literal[1] = 1
     campaign: CampaignSection
     profiles: dict[SafeId, Profile] = Field(default_factory=dict)
+    models: dict[SafeId, ModelSpec] = Field(default_factory=dict)
     candidate_sets: list[CandidateSetSpec] = Field(min_length=1)
     stages: StagesSpec = Field(default_factory=StagesSpec)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
@@ -200,6 +264,18 @@ class Manifest(Strict):
             if s.name in seen:
                 raise ValueError(f"candidate_sets.{i}.name: duplicate set id '{s.name}'")
             seen.add(s.name)
+            if isinstance(s.source, GeneratorSource):
+                if s.source.model not in self.models:
+                    raise ValueError(f"candidate_sets.{i}.source.model: unknown model '{s.source.model}' "
+                                     f"(models: {', '.join(sorted(self.models)) or 'none declared'})")
+                if s.elements > 5:
+                    raise ValueError(f"candidate_sets.{i}.elements: the generator is conditioned on 1 to 5 elements")
+            if s.rank is not None:
+                m = s.rank_model()
+                if m is None:
+                    raise ValueError(f"candidate_sets.{i}.rank.model: required for a set that is not generated")
+                if m not in self.models:
+                    raise ValueError(f"candidate_sets.{i}.rank.model: unknown model '{m}'")
         for stage in ("relax", "scf", "elastic"):
             cfg = getattr(self.stages, stage)
             if cfg is not None and cfg.profile not in self.profiles:

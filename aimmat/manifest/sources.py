@@ -41,6 +41,29 @@ class CandidateSource:
         return {"kind": "file", "path": self.relpath, "sha256": self.sha256, "format": self.fmt, "frame": self.frame}
 
 
+@dataclass(frozen=True)
+class GeneratedSource(CandidateSource):
+    """Candidate ``frame`` (the sample index) of a generator source; ``sha256``
+    is the checkpoint's, ``path`` the checkpoint file."""
+
+    model: str
+    n_elements: int
+    seed: int
+    schedule: tuple  # sorted (name, value) pairs; () = the checkpoint's own
+
+    def provenance(self) -> dict:
+        return {"kind": "generator", "model": self.model, "checkpoint": self.relpath, "checkpoint_sha256": self.sha256,
+                "seed": self.seed, "index": self.frame, "n_elements": self.n_elements,
+                "schedule": dict(self.schedule) or None}
+
+
+def resolve_generator(set_name: str, n_elements: int, source, file: Path, relpath: str, sha256: str) -> list[GeneratedSource]:
+    schedule = tuple(sorted(source.schedule.model_dump().items())) if source.schedule else ()
+    return [GeneratedSource(set_name, f"g{source.seed}-{i:05d}", file, relpath, sha256, "generator", i,
+                            str(source.model), n_elements, source.seed, schedule)
+            for i in range(source.count)]
+
+
 def detect_format(path: Path, declared: str) -> str:
     if declared != "auto":
         return declared

@@ -11,7 +11,7 @@ from aimmat.engines.qe.pseudos import md5_file
 from aimmat.errors import ManifestError
 from aimmat.manifest.identity import canonical, sha256_canonical
 from aimmat.manifest.load import CampaignSpec
-from aimmat.manifest.sources import CandidateSource
+from aimmat.manifest.sources import CandidateSource, GeneratedSource
 from aimmat.state.records import RECIPE_VERSIONS
 
 # Where each stage's input structure comes from (ablation screens: the candidate's).
@@ -39,17 +39,40 @@ def engine_version(kind: str) -> str:
         return f"{package} (not installed)"
 
 
-def import_inputs(src: CandidateSource) -> dict[str, Any]:
-    return {
-        "recipe": RECIPE_VERSIONS["import"],
-        "source_sha256": src.sha256,
-        "frame": src.frame,
-        "format": src.fmt,
-    }
+def import_inputs(src: CandidateSource, spec: CampaignSpec | None = None) -> dict[str, Any]:
+    if isinstance(src, GeneratedSource):
+        out: dict[str, Any] = {
+            "recipe": RECIPE_VERSIONS["import"],
+            "checkpoint_sha256": src.sha256,
+            "seed": src.seed,
+            "index": src.frame,
+            "n_elements": src.n_elements,
+            "schedule": dict(src.schedule) or None,
+        }
+    else:
+        out = {
+            "recipe": RECIPE_VERSIONS["import"],
+            "source_sha256": src.sha256,
+            "frame": src.frame,
+            "format": src.fmt,
+        }
+    predictor = predictor_sha256(spec, src.set_name) if spec is not None else None
+    if predictor:  # the prediction stored with the candidate comes from this checkpoint
+        out["predictor_sha256"] = predictor
+    return out
 
 
-def import_key(src: CandidateSource) -> str:
-    return sha256_canonical(import_inputs(src))
+def predictor_sha256(spec: CampaignSpec, set_name: str) -> str | None:
+    cache = spec.cache.setdefault("predictor_sha256", {})
+    if set_name not in cache:
+        cset = next(s for s in spec.manifest.candidate_sets if s.name == set_name)
+        model = cset.rank_model()
+        cache[set_name] = spec.manifest.models[model].sha256.lower() if model else None
+    return cache[set_name]
+
+
+def import_key(src: CandidateSource, spec: CampaignSpec | None = None) -> str:
+    return sha256_canonical(import_inputs(src, spec))
 
 
 def _static_inputs(spec: CampaignSpec, stage: str) -> dict[str, Any]:

@@ -31,6 +31,8 @@ class Action(str, Enum):
 PENDING = (Action.CREATE, Action.RERUN)
 _LABELS = {
     "source_sha256": "source file sha256",
+    "checkpoint_sha256": "generator checkpoint sha256",
+    "predictor_sha256": "ranking model checkpoint sha256",
     "structure_sha256": "input structure sha256",
 }
 
@@ -101,12 +103,17 @@ def plan_candidate(
     *,
     replace: frozenset[str] = frozenset(),
     alive: AliveFn = lambda rec: False,
+    shortlist=None,
 ) -> list[StageAction]:
-    """Actions for one candidate's stages, in execution order."""
+    """Actions for one candidate's stages, in execution order.
+
+    ``shortlist`` (``aimmat.model.rank.Shortlist``): the set's ranking; the
+    first stage after the screen runs only for its members. None: no gate.
+    """
     s, c = src.set_name, src.cand_id
     out: dict[str, StageAction] = {}
 
-    inputs = import_inputs(src)
+    inputs = import_inputs(src, spec)
     key = stage_key(inputs)
     crec = cobs.record if cobs else None
     if crec is None:
@@ -139,6 +146,11 @@ def plan_candidate(
             }[gate.state]
             act(Action.BLOCKED, why)
             continue
+        if shortlist is not None and stage == _first_dft_stage(spec):
+            why = shortlist.reason(c)
+            if why is not None:
+                act(Action.BLOCKED, why, state="not_shortlisted" if why.startswith("not") else "waiting")
+                continue
         if upstream.action in PENDING:
             if rec is None:
                 act(Action.CREATE, f"after {src_stage}")
@@ -181,6 +193,35 @@ def plan_candidate(
     return [out[st] for st in chain]
 
 
+def _first_dft_stage(spec: CampaignSpec) -> str | None:
+    return next((st for st in spec.stages if st != "screen"), None)
+
+
+def shortlist_entry(actions: list[StageAction]) -> tuple[str, str]:
+    """(cand_id, 'eligible' | 'ineligible' | 'waiting') from a candidate's import and screen actions."""
+    by = {a.stage: a for a in actions}
+    last = by.get("screen", by["import"])
+    if last.action == Action.KEEP and last.state == "done":
+        return last.cand_id, "eligible"
+    if last.action in PENDING or last.state == "running" or by["import"].action in PENDING:
+        return last.cand_id, "waiting"
+    return last.cand_id, "ineligible"
+
+
+def set_shortlist(spec: CampaignSpec, set_name: str, per_cand: dict[str, tuple[list[StageAction], object]]):
+    """The set's Shortlist from each candidate's (actions, record), or None if the set has no top_k."""
+    cset = next(s for s in spec.manifest.candidate_sets if s.name == set_name)
+    if cset.rank is None or cset.rank.top_k is None:
+        return None
+    from aimmat.model.rank import build_shortlist
+
+    entries = []
+    for cand, (acts, crec) in per_cand.items():
+        cid, state = shortlist_entry(acts)
+        entries.append((cid, state, crec.prediction if crec is not None else None))
+    return build_shortlist(cset.rank.top_k, cset.rank.weights, entries)
+
+
 def plan(
     spec: CampaignSpec,
     observed: Observed,
@@ -199,15 +240,32 @@ def plan(
             gc.enable()
 
 
+def _shortlists(spec, observed, replace, alive) -> dict:
+    out = {}
+    for cset in spec.manifest.candidate_sets:
+        if cset.rank is None or cset.rank.top_k is None:
+            continue
+        per = {}
+        for src in spec.candidates:
+            if src.set_name == cset.name:
+                cobs = observed.candidates.get((src.set_name, src.cand_id))
+                per[src.cand_id] = (plan_candidate(spec, src, cobs, replace=replace, alive=alive),
+                                    cobs.record if cobs else None)
+        out[cset.name] = set_shortlist(spec, cset.name, per)
+    return out
+
+
 def _plan(spec, observed, replace, target, alive) -> Plan:
     actions: list[StageAction] = []
     wanted = set()
+    shortlists = _shortlists(spec, observed, replace, alive)
     for src in spec.candidates:
         wanted.add((src.set_name, src.cand_id))
         if target and (src.set_name != target[0] or (target[1] and src.cand_id != target[1])):
             continue
         cobs = observed.candidates.get((src.set_name, src.cand_id))
-        actions.extend(plan_candidate(spec, src, cobs, replace=replace, alive=alive))
+        actions.extend(plan_candidate(spec, src, cobs, replace=replace, alive=alive,
+                                      shortlist=shortlists.get(src.set_name)))
         if cobs:
             for d in sorted(set(cobs.stage_dirs) - set(spec.stages) - set(spec.ablation_stages)):
                 if d in STAGES or d.startswith("ablation-"):

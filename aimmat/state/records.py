@@ -57,6 +57,7 @@ class CandidateRecord(_Rec):
     structure: dict[str, Any]
     structure_sha256: str
     provenance: dict[str, Any]
+    prediction: dict[str, Any] | None = Field(None, description="Predicted elastic tensor and ranking terms (model sets).")
 
 
 def record_elements(rec: CandidateRecord) -> list[str]:

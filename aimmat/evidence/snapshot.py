@@ -69,6 +69,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     screening = {"sets": {s: block(by_set[s], coverage[s], failures[s], n_by_set[s]) for s in sets}}
     screening["rerun_priority"] = reruns
     screening["ablations"] = _ablations(spec, observed)
+    screening["ranking"] = _ranking(spec, observed)
     screening["overall"] = block(sum(by_set.values(), Counter()), sum(coverage.values(), Counter()),
                                  sum(failures.values(), Counter()), sum(n_by_set.values()))
     validated = _validated(spec, rows, relaxed)
@@ -84,6 +85,41 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
         "scopes": {"public": public, "screening": screening, "validated": validated},
         "protocol": _protocol(spec, observed),
     }
+
+
+def _ranking(spec: CampaignSpec, observed: Observed) -> dict:
+    """Per ranked set: the model's predicted moduli, score, rank and whether
+    the candidate made the shortlist (predictions, not validated results)."""
+    from aimmat.model.rank import build_shortlist, score
+    from aimmat.plan.plan import plan_candidate, shortlist_entry
+
+    out = {}
+    for cset in spec.manifest.candidate_sets:
+        if cset.rank is None:
+            continue
+        per = []
+        for src in spec.candidates:
+            if src.set_name == cset.name:
+                cobs = observed.candidates.get((src.set_name, src.cand_id))
+                rec = cobs.record if cobs else None
+                per.append((shortlist_entry(plan_candidate(spec, src, cobs)), rec))
+        top_k = cset.rank.top_k or len(per)
+        sl = build_shortlist(top_k, cset.rank.weights, [(e[0], e[1], r.prediction if r else None) for e, r in per])
+        rows = []
+        for (cid, state), rec in per:
+            if rec is None or rec.prediction is None:
+                continue
+            p = rec.prediction
+            rank = sl.ranks.get(cid, (None, None))[0]
+            rows.append({"candidate": cid, "formula": rec.formula, "k_vrh_pred_gpa": p["k_vrh_gpa"],
+                         "g_vrh_pred_gpa": p["g_vrh_gpa"], "spread_dex": round(p["terms"]["uncertainty"], 4),
+                         "pd_margin_pred_gpa": p["pd_margin_gpa"], "score": round(score(p, cset.rank.weights), 4),
+                         "screen": state, "rank": rank,
+                         "shortlisted": bool(rank is not None and rank <= top_k and not sl.waiting)})
+        rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, r["candidate"]))
+        out[cset.name] = {"model": cset.rank_model(), "weights": dict(cset.rank.weights), "top_k": cset.rank.top_k,
+                          "waiting": len(sl.waiting), "rows": rows}
+    return out
 
 
 def _ablations(spec: CampaignSpec, observed: Observed) -> dict:

@@ -88,6 +88,13 @@ def _gen_reference(ckpt, root: Path, seed: int):
 
 
 def generation_eval(ckpt, root: Path, n_samples: int, seed: int, speed_count: int = 8) -> dict:
+    try:
+        import matminer  # noqa: F401  (coverage fingerprints)
+    except ImportError:
+        from aimmat.errors import EnvironmentProblem
+
+        raise EnvironmentProblem("generation metrics need matminer (CrystalNN and Magpie fingerprints)",
+                                 fix="pip install 'aimmat[eval]', or pass --no-generation") from None
     from aimmat.model import metrics
     from aimmat.model.sample import CDVAE_SCHEDULE, sample
 

@@ -143,7 +143,7 @@ def train_vae(items, cfg: dict, seed: int) -> tuple[CrystalVAE, dict, list]:
             opt.step()
             sched.step()
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * len(chunk)
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(chunk)
         means = {k: v / len(items) for k, v in sums.items()}
         history.append({"epoch": epoch, **means})
         _log(f"vae epoch {epoch + 1}/{epochs}: " + " ".join(f"{k} {v:.3f}" for k, v in means.items())

@@ -20,7 +20,8 @@ def test_chgnet_si_elastic_matches_pymatgen_vrh(tmp_path, cli):
     shutil.copy(ROOT / "manifests/structures/1-element/Si.cif", tmp_path / "s/Si.cif")
     demo = yaml.safe_load((ROOT / "manifests/demo.yaml").read_text())
     demo["campaign"]["root"] = "camp"
-    demo.pop("render", None)  # templates are resolved relative to the demo manifest
+    demo.pop("render", None)  # templates and checkpoints are resolved relative to the demo manifest
+    demo.pop("models", None)
     demo["candidate_sets"] = [{"name": "1-element", "elements": 1, "source": {"kind": "files", "glob": "s/*.cif"}}]
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(demo))
     code, out, err = cli("apply", tmp_path / "m.yaml", "-q")

@@ -73,6 +73,8 @@ demo: setup
 	$(VENV)/bin/aimmat diff manifests/demo.yaml --exit-code
 	@echo; echo "== aimmat status =="
 	$(VENV)/bin/aimmat status manifests/demo.yaml -v
+	@echo; echo "== generated sets: ranking by the model's predicted tensor (top 2 per set went to CHGNet) =="
+	@cat campaigns/demo/manuscript/shortlist.md
 	@echo; echo "Rendered tables, figures and the HTML report (aimmat render manifests/demo.yaml):"
 	@ls campaigns/demo/manuscript campaigns/demo/manuscript/figures
 	@echo "open campaigns/demo/manuscript/report.html; manuscript: campaigns/demo/manuscript/main.md"

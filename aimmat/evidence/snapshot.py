@@ -114,7 +114,7 @@ def _ranking(spec: CampaignSpec, observed: Observed) -> dict:
             rows.append({"candidate": cid, "formula": rec.formula, "k_vrh_pred_gpa": p["k_vrh_gpa"],
                          "g_vrh_pred_gpa": p["g_vrh_gpa"], "spread_dex": round(p["terms"]["uncertainty"], 4),
                          "pd_margin_pred_gpa": p["pd_margin_gpa"], "score": round(score(p, cset.rank.weights), 4),
-                         "screen": state, "rank": rank,
+                         "screen": {"eligible": "pass", "ineligible": "fail"}.get(state, "pending"), "rank": rank,
                          "shortlisted": bool(rank is not None and rank <= top_k and not sl.waiting)})
         rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, r["candidate"]))
         out[cset.name] = {"model": cset.rank_model(), "weights": dict(cset.rank.weights), "top_k": cset.rank.top_k,

@@ -80,6 +80,7 @@ class SamplerSchedule(Strict):
     levels: int = Field(10, ge=1, le=200, description="Noise levels, geometric from the model's sigma_max to sigma_min.")
     steps: int = Field(5, ge=1, le=1000, description="Langevin steps per level (CDVAE: 50 levels x 100 steps).")
     step_lr: float = Field(1e-4, gt=0, le=1, description="Step size at sigma_min; scales with sigma^2.")
+    min_separation: float = Field(0.5, ge=0, le=1.5, description="After sampling, push apart pairs closer than this x (sum of covalent radii); 0: off.")
 
 
 class GeneratorSource(Strict):

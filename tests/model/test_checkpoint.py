@@ -87,3 +87,19 @@ def test_cli_eval_of_a_corrupted_checkpoint_exits_3(cli, tmp_path):
     bad.write_bytes(b"\x00" * 100)
     code, out, err = cli("model", "eval", bad, "--no-generation")
     assert code == 3 and "cannot be read" in err and str(bad) in err
+
+
+def test_separation_step_pushes_collapsed_atoms_apart_and_leaves_good_ones():
+    from pymatgen.analysis.molecule_structure_comparator import CovalentRadius
+
+    from aimmat.model.sample import separate
+
+    lattice = torch.eye(3)[None] * 5.0
+    species = torch.tensor([14, 8, 8])  # Si, O, O: the O pair 0.1 A apart, across the cell boundary
+    frac = torch.tensor([[0.5, 0.5, 0.5], [0.99, 0.1, 0.1], [0.01, 0.1, 0.1]])
+    out = separate(frac, lattice, species, torch.tensor([3]), factor=0.5)
+    s = Structure(Lattice(5.0 * np.eye(3)), ["Si", "O", "O"], out.numpy())
+    bound = 0.5 * 2 * CovalentRadius.radius["O"]
+    assert s.get_distance(1, 2) >= bound - 1e-3
+    assert np.allclose(out[0].numpy(), [0.5, 0.5, 0.5])  # the Si atom was far from both: untouched
+    assert not torch.allclose(out, frac)

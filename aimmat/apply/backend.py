@@ -2,7 +2,8 @@
 
 ``InlineBackend`` runs in this process (``--jobs 1``); ``ProcessPoolBackend``
 runs tasks in forked workers that die with their parent, so a killed apply
-leaves no worker writing records behind its back.
+leaves no worker writing records behind its back. ``executor: {kind: parsl}``
+selects ``aimmat.apply.parsl_backend.ParslBackend`` (local workers or Slurm).
 """
 
 from __future__ import annotations
@@ -58,5 +59,15 @@ class ProcessPoolBackend:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_backend(jobs: int):
+def make_backend(jobs: int, spec=None):
+    """The backend the manifest's `executor` block selects (local when absent).
+
+    Local backends run ``jobs`` tasks at once; a Parsl backend carries its
+    own ``width`` (its worker slots) and ignores ``jobs``.
+    """
+    executor = spec.manifest.executor if spec is not None else None
+    if executor is not None and executor.kind == "parsl":
+        from aimmat.apply.parsl_backend import ParslBackend
+
+        return ParslBackend(executor, spec.campaign_dir)
     return InlineBackend() if jobs <= 1 else ProcessPoolBackend(jobs)

@@ -210,7 +210,8 @@ def apply(
         queue = list(dict.fromkeys((a.set_name, a.cand_id) for a in initial.actions if a.pending))
         replace_left = {k: set(replace) for k in queue}
         slots.init(cores or os.cpu_count() or 1)  # before the pool forks: shared by all workers
-        backend = make_backend(jobs)
+        backend = make_backend(jobs, spec)
+        width = getattr(backend, "width", jobs)  # a Parsl backend: its worker slots
         prog = Progress(progress)
         inflight = {}
 
@@ -234,7 +235,7 @@ def apply(
         try:
             for _pass in range(len(spec.stages) + 2):
                 while queue or inflight:
-                    while queue and len(inflight) < max(1, jobs):
+                    while queue and len(inflight) < max(1, width):
                         schedule(queue.pop(0))
                     if not inflight:
                         continue
@@ -246,6 +247,8 @@ def apply(
                         summary.ran[(res.stage, res.status)] += 1
                         if res.status == "failed":
                             summary.failed.append(res)
+                        if res.status == "lost":  # its worker died: the record stays `running`, the next apply resumes it
+                            continue
                         queue.insert(0, cand)  # continue this candidate's chain first
                 if not ranked:
                     break

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from aimmat.errors import ManifestError
+from aimmat.manifest.executor_spec import EXECUTOR_KINDS
 from aimmat.manifest.identity import sha256_file
 from aimmat.manifest.models import Manifest
 from aimmat.manifest.sources import CandidateSource, resolve_files, resolve_generator
@@ -64,9 +65,11 @@ class CampaignSpec:
 
 
 # Where the manifest has discriminated unions: the index at which pydantic
-# inserts the tag (profiles.<name>.<kind>..., candidate_sets.<i>.source.<kind>...).
-_UNION_TAG_AT = {"profiles": 2, "candidate_sets": 3}
+# inserts the tag (profiles.<name>.<kind>..., candidate_sets.<i>.source.<kind>...,
+# executor.<kind>...), and the tags it may insert there.
+_UNION_TAG_AT = {"profiles": 2, "candidate_sets": 3, "executor": 1}
 _PROFILE_TAGS = {"emt", "chgnet", "qe"}
+_UNION_TAGS = {"profiles": _PROFILE_TAGS, "candidate_sets": {"files", "generator"}, "executor": EXECUTOR_KINDS}
 
 
 def _drop_union_tag(loc: tuple) -> tuple:
@@ -75,10 +78,8 @@ def _drop_union_tag(loc: tuple) -> tuple:
         return loc
     if loc[0] == "candidate_sets" and loc[2] != "source":
         return loc
-    if loc[0] == "profiles" or loc[2] == "source":
-        tags = _PROFILE_TAGS if loc[0] == "profiles" else {"files", "generator"}
-        if loc[i] in tags:
-            return loc[:i] + loc[i + 1 :]
+    if loc[i] in _UNION_TAGS[loc[0]]:
+        return loc[:i] + loc[i + 1 :]
     return loc
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import AfterValidator, Field, model_validator
 
+from aimmat.manifest.executor_spec import ExecutorSpec, LocalExecutorSpec
 from aimmat.manifest.models_base import SafeId, Strict
 from aimmat.manifest.qe_profile import QeProfile
 
@@ -257,6 +258,9 @@ class Manifest(Strict):
     evidence: EvidenceSpec = Field(default_factory=EvidenceSpec)
     render: list[RenderTarget] = Field(default_factory=list)
     ablations: list[AblationVariant] = Field(default_factory=list)
+    executor: ExecutorSpec = Field(
+        default_factory=LocalExecutorSpec, description="Where stage tasks run: `kind: local` (default) or `kind: parsl` (local workers or Slurm)."
+    )
 
     @model_validator(mode="after")
     def _references(self) -> "Manifest":
@@ -293,6 +297,11 @@ class Manifest(Strict):
                 prof = self.profiles.get(scr.prerelax_profile)
                 if prof is None or prof.kind not in ("emt", "chgnet"):
                     raise ValueError(f"{where}.prerelax_profile: '{scr.prerelax_profile}' must name an emt or chgnet profile")
+        if self.executor.kind == "parsl":
+            for name, prof in self.profiles.items():
+                if prof.kind == "qe" and prof.mpi_ranks > self.executor.cores_per_worker:
+                    raise ValueError(f"profiles.{name}.mpi_ranks: {prof.mpi_ranks} ranks do not fit in a worker of "
+                                     f"executor.cores_per_worker = {self.executor.cores_per_worker}")
         if self.stages.scf is not None and self.stages.relax is None:
             raise ValueError("stages.scf: needs stages.relax (SCF runs on the relaxed structure)")
         if self.stages.elastic is not None and self.stages.relax is None:

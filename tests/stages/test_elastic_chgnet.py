@@ -24,7 +24,10 @@ def test_chgnet_si_elastic_matches_pymatgen_vrh(tmp_path, cli):
     demo.pop("models", None)
     demo["candidate_sets"] = [{"name": "1-element", "elements": 1, "source": {"kind": "files", "glob": "s/*.cif"}}]
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(demo))
-    code, out, err = cli("apply", tmp_path / "m.yaml", "-q")
+    # --jobs 1: in this pytest process other tests have started OpenMP/BLAS
+    # thread pools (torch models, scikit-learn via matminer); a forked worker
+    # then hangs in its first matrix product. The CLI forks from a fresh process.
+    code, out, err = cli("apply", tmp_path / "m.yaml", "-q", "--jobs", "1")
     assert code == 0, err
     rec = json.loads((tmp_path / "camp/demo/1-element/Si/elastic/record.json").read_text())
     o = rec["outputs"]

@@ -67,24 +67,26 @@ def schema() -> None:
 @click.option("--target", help="Restrict to SET or SET/CANDIDATE.")
 @click.option("--replace", multiple=True, help="Show STAGE as forced to rerun.")
 @click.option("-v", "--verbose", is_flag=True, help="List kept stages too.")
-def diff(manifest, as_json, exit_code, target, replace, verbose) -> None:
+@click.option("--rescan", is_flag=True, help="Ignore the record index, read every record file and rebuild the index.")
+def diff(manifest, as_json, exit_code, target, replace, verbose, rescan) -> None:
     """Show what differs between MANIFEST and its campaign folder, and why."""
     from aimmat.apply.prepare import new_candidates
     from aimmat.manifest import load_manifest
     from aimmat.plan import plan
     from aimmat.plan.show import format_plan
-    from aimmat.state.scan import scan
+    from aimmat.state.scan import save_index, scan
 
     spec = load_manifest(manifest)
     tgt = _parse_target(target)
     _check_target(spec, tgt)
-    observed = scan(spec.campaign_dir)
+    observed = scan(spec.campaign_dir, rescan=rescan)
     new_candidates(spec, observed, generate=False)  # parse new structure files: bad ones are exit 3 here too
     p = plan(spec, observed, replace=_check_replace(spec, replace), target=tgt)
     if as_json:
         click.echo(json.dumps(p.to_json(), indent=1))
     else:
         click.echo(format_plan(p, verbose=verbose))
+    save_index(observed)  # only once the command has succeeded: a failed diff writes nothing
     if exit_code and p.has_changes:
         sys.exit(EXIT_CHANGES_PENDING)
 
@@ -134,27 +136,33 @@ def apply(manifest, jobs, target, replace, prune, cores, quiet) -> None:
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print status as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="One line per candidate.")
-def status(manifest, as_json, verbose) -> None:
+@click.option("--rescan", is_flag=True, help="Ignore the record index, read every record file and rebuild the index.")
+def status(manifest, as_json, verbose, rescan) -> None:
     """Candidates by status, per candidate set."""
     from aimmat.manifest import load_manifest
-    from aimmat.state.scan import scan
+    from aimmat.state.scan import save_index, scan
     from aimmat.state.show import format_status, status_table
 
     spec = load_manifest(manifest)
-    table = status_table(spec, scan(spec.campaign_dir))
+    observed = scan(spec.campaign_dir, rescan=rescan)
+    table = status_table(spec, observed)
     click.echo(json.dumps(table, indent=1) if as_json else format_status(table, verbose=verbose))
+    save_index(observed)
 
 
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
-def evidence(manifest) -> None:
+@click.option("--rescan", is_flag=True, help="Ignore the record index, read every record file and rebuild the index.")
+def evidence(manifest, rescan) -> None:
     """Print the scope-separated evidence snapshot (JSON) computed from records."""
     from aimmat.evidence.snapshot import snapshot
     from aimmat.manifest import load_manifest
-    from aimmat.state.scan import scan
+    from aimmat.state.scan import save_index, scan
 
     spec = load_manifest(manifest)
-    click.echo(json.dumps(snapshot(spec, scan(spec.campaign_dir)), indent=1, sort_keys=True))
+    observed = scan(spec.campaign_dir, rescan=rescan)
+    click.echo(json.dumps(snapshot(spec, observed), indent=1, sort_keys=True))
+    save_index(observed)
 
 
 @cli.command()

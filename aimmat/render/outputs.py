@@ -23,7 +23,7 @@ from aimmat.evidence.figures import render_figures
 from aimmat.render.scoped import COMMENT, COMPOSITE, declared_scope, render_template, sha256_text
 from aimmat.state.atomic import write_bytes_atomic, write_json_atomic
 from aimmat.state.lock import CampaignLock
-from aimmat.state.scan import scan
+from aimmat.state.scan import save_index, scan
 from aimmat.errors import RenderError
 
 PACKAGES = ("numpy", "pydantic", "pymatgen", "ase", "spglib", "smact", "chgnet", "torch", "jinja2")
@@ -87,4 +87,5 @@ def render(spec: CampaignSpec, command: list[str] | None = None) -> dict:
             lock["outputs"].append({"path": f"manuscript/figures/{name}", "sha256": hashlib.sha256(data).hexdigest(),
                                     "scope": scope, "template": "aimmat.evidence.figures", "template_sha256": None})
         write_json_atomic(cdir / "manuscript" / "render.lock.json", lock)
+        save_index(observed)  # after every output is written: a failed render writes nothing
     return lock

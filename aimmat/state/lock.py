@@ -16,6 +16,11 @@ from aimmat.state.journal import now_iso
 from aimmat.state.procs import HOST
 
 LOCK = ".aimmat.lock"
+_HELD: set[tuple[int, str]] = set()  # (pid, campaign folder) of locks this process holds; forks inherit no claim
+
+
+def _key(campaign_dir) -> tuple[int, str]:
+    return (os.getpid(), os.path.realpath(campaign_dir))
 
 
 def _holder_text(fh) -> str:
@@ -49,10 +54,12 @@ class CampaignLock:
         fh.write(json.dumps({"pid": os.getpid(), "host": HOST, "started": now_iso()}))
         fh.flush()
         self._fh = fh
+        _HELD.add(_key(self.path.parent))
         return self
 
     def release(self) -> None:
         if self._fh is not None:
+            _HELD.discard(_key(self.path.parent))
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
@@ -76,3 +83,8 @@ def lock_held(campaign_dir: Path) -> bool:
             return True
         fcntl.flock(fh, fcntl.LOCK_UN)
     return False
+
+
+def held_here(campaign_dir: Path) -> bool:
+    """True when this process holds the campaign lock (an apply or render in progress here)."""
+    return bool(_HELD) and _key(campaign_dir) in _HELD

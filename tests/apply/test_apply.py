@@ -13,6 +13,9 @@ from aimmat.state.scan import scan
 from tests.helpers import emt_manifest, final_records, make_emt_campaign, tree_digest
 
 
+BOOKKEEPING = ("journal.jsonl", "campaign.json", ".aimmat.lock", ".aimmat-index.sqlite")  # change on every apply
+
+
 def _records(campaign):
     obs = scan(campaign)
     return {(s, c, st): rec for (s, c), co in obs.candidates.items() for st, rec in co.stages.items()}
@@ -23,11 +26,11 @@ def test_apply_twice_second_does_nothing(emt_campaign, cli):
     assert code == 0
     assert "25 stage task(s) run" in out
     camp = emt_campaign.parent / "camp" / "c"
-    before = {k: v for k, v in tree_digest(camp).items() if k not in ("journal.jsonl", "campaign.json", ".aimmat.lock")}
+    before = {k: v for k, v in tree_digest(camp).items() if k not in BOOKKEEPING}
     code, out, _ = cli("apply", emt_campaign, "-q")
     assert code == 0
     assert out.startswith("Nothing to do: 25 stages up to date")
-    after = {k: v for k, v in tree_digest(camp).items() if k not in ("journal.jsonl", "campaign.json", ".aimmat.lock")}
+    after = {k: v for k, v in tree_digest(camp).items() if k not in BOOKKEEPING}
     assert after == before
     code, out, _ = cli("diff", emt_campaign, "--exit-code")
     assert code == 0 and "No changes" in out

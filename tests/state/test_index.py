@@ -1,0 +1,278 @@
+"""The record index: a cache whose presence, absence or damage changes no result."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+
+import pytest
+import yaml
+
+from aimmat.manifest import load_manifest
+from aimmat.plan import plan
+from aimmat.state import index as idx
+from aimmat.state.scan import save_index, scan
+from aimmat.state.show import status_table
+from tests.helpers import emt_manifest, make_emt_campaign, tree_digest
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory):
+    """An EMT campaign applied once (screen + relax), copied by each test."""
+    from aimmat.cli.main import run
+
+    tmp = tmp_path_factory.mktemp("indexed")
+    path = make_emt_campaign(tmp, emt_manifest(stages=("screen", "relax")))
+    assert run(["apply", str(path), "-q", "--jobs", "1"]) == 0
+    return tmp
+
+
+@pytest.fixture
+def work(applied, tmp_path, monkeypatch):
+    """A copy of the applied campaign, with its (now invalid) index removed.
+    No racy window: files written before a scan count as settled, so the
+    index's rows are trusted and the signature comparison is what decides."""
+    monkeypatch.setattr(idx, "RACY_NS", 0)
+    work = tmp_path / "w"
+    shutil.copytree(applied, work)
+    (work / "camp/c" / idx.INDEX_FILE).unlink(missing_ok=True)
+    return work
+
+
+def _camp(work):
+    return work / "camp" / "c"
+
+
+def _record_files(camp) -> list:
+    return sorted(camp.glob("*/*/candidate.json")) + sorted(camp.glob("*/*/*/record.json"))
+
+
+def _outputs(cli, manifest) -> dict:
+    out = {}
+    for cmd in (("diff", "--json"), ("status", "--json"), ("evidence",)):
+        code, text, err = cli(cmd[0], manifest, *cmd[1:])
+        assert code == 0 and err == "", (cmd, err)
+        out[cmd[0]] = json.loads(text)
+    return out
+
+
+def _rewrite_same_size(path, old: str, new: str) -> None:
+    """Overwrite in place (same inode, same size), as an editor or a stray script would."""
+    assert len(old) == len(new)
+    text = path.read_text()
+    assert old in text
+    with open(path, "r+") as fh:
+        fh.write(text.replace(old, new, 1))
+    assert len(path.read_text()) == len(text)
+
+
+def _settle(path) -> None:
+    """Wait until a change to ``path`` would get a new ctime tick (coarse file-system clocks)."""
+    before = os.stat(path).st_ctime_ns
+    while time.time_ns() <= before + 20_000_000:
+        time.sleep(0.01)
+
+
+def test_indexed_scan_equals_plain_scan(work, cli):
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    assert not (camp / idx.INDEX_FILE).exists()
+    cold = _outputs(cli, manifest)  # builds the index
+    n = len(_record_files(camp))
+    assert idx.stats(camp) == {"records": n, "dirs": 5}
+    warm = scan(camp)
+    plain = scan(camp, use_index=False)
+    assert warm.index.hits == n  # every record came from the index ...
+    assert warm.candidates == plain.candidates and warm.set_dirs == plain.set_dirs  # ... and equals the files
+    for key, cobs in plain.candidates.items():
+        assert warm.candidates[key].record.model_dump() == cobs.record.model_dump()
+        assert {s: r.model_dump() for s, r in warm.candidates[key].stages.items()} == {s: r.model_dump() for s, r in cobs.stages.items()}
+        assert type(warm.candidates[key].stages["relax"].attempts[0]).__name__ == "Attempt"
+    spec = load_manifest(manifest)
+    assert status_table(spec, warm) == status_table(spec, plain)
+    assert plan(spec, warm).to_json() == plan(spec, plain).to_json()
+    assert _outputs(cli, manifest) == cold
+    code, out, _ = cli("diff", manifest, "--exit-code")  # the index file is no orphan, no change
+    assert code == 0 and "No changes" in out
+
+
+def test_same_size_rewrite_with_new_mtime_is_picked_up(work, cli):
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    cli("status", manifest)
+    cand = camp / "1-element/Cu/candidate.json"
+    _settle(cand)
+    size = cand.stat().st_size
+    _rewrite_same_size(cand, '"formula": "Cu"', '"formula": "Zz"')
+    assert cand.stat().st_size == size
+    obs = scan(camp)
+    assert obs.candidates[("1-element", "Cu")].record.formula == "Zz"
+    assert obs.index.hits == len(_record_files(camp)) - 1  # only the rewritten file was read again
+    rows = {r["candidate"]: r["formula"] for r in json.loads(cli("status", manifest, "--json")[1])["candidates"]}
+    assert rows["Cu"] == "Zz"
+
+
+def test_same_size_rewrite_with_restored_mtime_is_picked_up(work, cli):
+    """``cp -p`` or ``touch -d`` can restore size and mtime; the ctime still moves."""
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    cli("status", manifest)
+    rec = camp / "1-element/Cu/relax/record.json"
+    before = rec.stat()
+    _settle(rec)
+    _rewrite_same_size(rec, '"formula": "Cu"', '"formula": "Zz"')
+    os.utime(rec, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = rec.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    assert after.st_ctime_ns != before.st_ctime_ns
+    assert scan(camp).candidates[("1-element", "Cu")].stages["relax"].outputs["formula"] == "Zz"
+
+
+def test_rewrite_with_new_size_is_picked_up(work, cli):
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    code, out, _ = cli("diff", manifest, "--exit-code")
+    assert code == 0
+    screen = camp / "1-element/Cu/screen/record.json"
+    text = screen.read_text()
+    with open(screen, "w") as fh:  # in place, one byte longer: the screen now fails
+        fh.write(text.replace('"strict_pass": true', '"strict_pass": false'))
+    status = json.loads(cli("status", manifest, "--json")[1])
+    assert {r["candidate"]: r["status"] for r in status["candidates"]}["Cu"] == "screened_out"
+    acts = {(a["cand_id"], a["stage"]): a for a in json.loads(cli("diff", manifest, "--json")[1])["actions"]}
+    assert acts[("Cu", "screen")]["state"] == "screened_out"
+    assert acts[("Cu", "relax")]["action"] == "blocked"
+
+
+def test_added_and_removed_folders_are_seen(work, cli):
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    cli("status", manifest)
+    _settle(camp / "1-element/Cu")
+    (camp / "1-element/Cu/elastic").mkdir()  # a stage the manifest does not enable
+    shutil.rmtree(camp / "1-element/Al/relax")
+    shutil.copytree(camp / "1-element/Ni", camp / "1-element/Zn")  # no source file gives it
+    acts = {(a["cand_id"], a["stage"]): a for a in json.loads(cli("diff", manifest, "--json")[1])["actions"]}
+    assert acts[("Cu", "elastic")]["action"] == "orphan"
+    assert acts[("Al", "relax")]["action"] == "create"
+    assert acts[("Zn", "candidate")]["action"] == "orphan"
+    plain = scan(camp, use_index=False)
+    assert scan(camp).candidates == plain.candidates
+    n = len(_record_files(camp))
+    assert idx.stats(camp)["records"] == n  # the vanished relax row was deleted, Zn's rows added
+
+
+def test_deleting_the_index_changes_no_output(work, cli):
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    m = yaml.safe_load(manifest.read_text())
+    m["profiles"]["emt"]["fmax_ev_per_a"] = 0.02  # something pending, so the plan is not trivial
+    manifest.write_text(yaml.safe_dump(m))
+    with_index = _outputs(cli, manifest)
+    assert with_index["diff"]["summary"]["rerun"] == 5
+    assert (camp / idx.INDEX_FILE).exists()
+    (camp / idx.INDEX_FILE).unlink()
+    assert _outputs(cli, manifest) == with_index
+    assert (camp / idx.INDEX_FILE).exists()  # written again
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other schema", "empty"])
+def test_damaged_index_is_rebuilt_silently(work, cli, damage):
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    good = _outputs(cli, manifest)
+    path = camp / idx.INDEX_FILE
+    if damage == "garbage":
+        path.write_bytes(b"not a database\n" * 500)
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[: 3 * 4096 + 100])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE meta SET v = 'from another aimmat' WHERE k = 'fingerprint'")
+    assert _outputs(cli, manifest) == good
+    assert idx.stats(camp)["records"] == len(_record_files(camp))
+    assert scan(camp).index.hits == len(_record_files(camp))
+
+
+def test_rescan_reads_the_files_and_rebuilds_the_index(work, cli):
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    cli("status", manifest)
+    # a row whose signature still matches but whose content is wrong: only --rescan can tell
+    with sqlite3.connect(camp / idx.INDEX_FILE) as conn:
+        rel = "1-element/Cu/candidate.json"
+        body = json.loads(conn.execute("SELECT body FROM records WHERE path = ?", (rel,)).fetchone()[0])
+        body["formula"] = "Zz"
+        conn.execute("UPDATE records SET body = ? WHERE path = ?", (json.dumps(body).encode(), rel))
+
+    def formula():
+        return {r["candidate"]: r["formula"] for r in json.loads(cli("status", manifest, "--json")[1])["candidates"]}["Cu"]
+
+    assert formula() == "Zz"  # trusted: the signature matches
+    code, out, _ = cli("status", manifest, "--json", "--rescan")
+    assert code == 0 and {r["candidate"]: r["formula"] for r in json.loads(out)["candidates"]}["Cu"] == "Cu"
+    assert formula() == "Cu"  # rebuilt from the files
+    for cmd in ("diff", "evidence"):
+        with sqlite3.connect(camp / idx.INDEX_FILE) as conn:
+            conn.execute("UPDATE records SET body = ? WHERE path = ?", (json.dumps(body).encode(), rel))
+        assert cli(cmd, manifest, "--rescan")[0] == 0
+        assert formula() == "Cu", cmd
+
+
+def test_recent_files_are_not_trusted(work, cli, monkeypatch):
+    """A file changed within RACY_NS of the scan could be rewritten again in
+    the same timestamp tick with the same size: its row is stored so that it
+    never matches, and the file is read again."""
+    monkeypatch.setattr(idx, "RACY_NS", 3600 * 10**9)
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    cli("status", manifest)
+    with sqlite3.connect(camp / idx.INDEX_FILE) as conn:
+        assert {m for (m,) in conn.execute("SELECT mtime_ns FROM records")} == {-1}
+    obs = scan(camp)
+    assert obs.index.hits == 0
+    assert obs.candidates == scan(camp, use_index=False).candidates
+
+
+def test_scan_and_failed_commands_write_no_index(work, cli):
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    before = tree_digest(camp)
+    scan(camp)
+    assert tree_digest(camp) == before
+    (work / "structures/1-element/Broken.cif").write_text("data_x\n_cell_length_a oops\n")
+    for cmd in ("diff", "apply"):
+        code, _, err = cli(cmd, manifest)
+        assert code == 3 and "Broken.cif" in err
+    assert tree_digest(camp) == before
+    (work / "structures/1-element/Broken.cif").unlink()
+    assert cli("diff", manifest)[0] == 0
+    assert set(tree_digest(camp)) == set(before) | {idx.INDEX_FILE}
+
+
+def test_apply_writes_the_index_under_its_lock(work, cli):
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    shutil.rmtree(camp / "1-element/Cu/relax")
+    code, out, _ = cli("apply", manifest, "-q", "--jobs", "1")
+    assert code == 0 and "relax done 1" in out
+    assert idx.stats(camp)["records"] == len(_record_files(camp))
+    assert scan(camp).index.hits == len(_record_files(camp))
+
+
+def test_locked_index_falls_back_to_the_files(work, cli, monkeypatch):
+    monkeypatch.setattr(idx, "TIMEOUT_S", 0.05)
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    good = _outputs(cli, manifest)
+    cand = camp / "1-element/Cu/candidate.json"
+    _settle(cand)
+    _rewrite_same_size(cand, '"formula": "Cu"', '"formula": "Zz"')
+    holder = sqlite3.connect(camp / idx.INDEX_FILE, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process mid-write
+    try:
+        before = (camp / idx.INDEX_FILE).read_bytes()
+        obs = scan(camp)
+        assert obs.index.hits == 0 and obs.candidates[("1-element", "Cu")].record.formula == "Zz"
+        assert save_index(obs) is False
+        now = _outputs(cli, manifest)
+        assert now["diff"] == good["diff"]
+        assert {r["candidate"]: r["formula"] for r in now["status"]["candidates"]}["Cu"] == "Zz"
+        assert (camp / idx.INDEX_FILE).read_bytes() == before
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert scan(camp).index.hits == len(_record_files(camp)) - 1

@@ -139,12 +139,7 @@ def _source_of(spec: CampaignSpec, a: StageAction):
 
 
 def _set_shortlist(spec: CampaignSpec, set_name: str):
-    per = {}
-    for src in spec.candidates:
-        if src.set_name == set_name:
-            cobs = scan_candidate(spec.campaign_dir, src.set_name, src.cand_id)
-            per[src.cand_id] = (plan_candidate(spec, src, cobs, alive=lambda rec: False), cobs.record if cobs else None)
-    return set_shortlist(spec, set_name, per)
+    return set_shortlist(spec, set_name, lambda src: scan_candidate(spec.campaign_dir, src.set_name, src.cand_id))
 
 
 def _first_runnable(actions: list[StageAction]) -> StageAction | None:

@@ -12,7 +12,6 @@ fixed by a recorded seed.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -119,8 +118,3 @@ def split(n: int, seed: int, fractions=(0.8, 0.1, 0.1)) -> dict[str, np.ndarray]
     b = a + int(round(fractions[1] * n))
     return {"train": np.sort(perm[:a]), "val": np.sort(perm[a:b]), "test": np.sort(perm[b:])}
 
-
-def structures_to_json(structures) -> str:
-    buf = io.StringIO()
-    json.dump([s.as_dict() for s in structures], buf)
-    return buf.getvalue()

@@ -138,10 +138,6 @@ def batch_from_tensors(species, frac, lattice, n_atoms, cutoff: float) -> Batch:
                  edge_dst=dst, edge_shift=shift, n_atoms=n_atoms)
 
 
-def avg_neighbours(batch: Batch) -> float:
-    return max(1.0, len(batch.edge_src) / max(1, len(batch.species)))
-
-
 def lattice_params(lattice: torch.Tensor) -> torch.Tensor:
     """(B,3,3) -> (B,6): lengths (A) and angles (degrees)."""
     a = torch.linalg.norm(lattice, dim=-1)
@@ -165,11 +161,7 @@ def lattice_from_params(p: torch.Tensor) -> torch.Tensor:
     return torch.stack([va, vb, vc], dim=1)
 
 
-def cell_volume(lattice: torch.Tensor) -> torch.Tensor:
-    return torch.abs(torch.linalg.det(lattice))
-
-
 __all__ = [
     "Batch", "MAX_Z", "edge_vectors", "from_structures", "structure_edges", "radius_graph_pbc",
-    "batch_from_tensors", "avg_neighbours", "lattice_params", "lattice_from_params", "cell_volume",
+    "batch_from_tensors", "lattice_params", "lattice_from_params",
 ]

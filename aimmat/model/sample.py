@@ -177,9 +177,3 @@ def _sample_chunk(vae: CrystalVAE, idx: list[int], n_elements: int, seed: int, s
         out.append(Sample(s, idx[k], z[k].tolist()))
     return out
 
-
-def throughput(vae: CrystalVAE, count: int, n_elements: int, seed: int, schedule: dict | None = None) -> float:
-    """Structures per second (wall clock) for one schedule."""
-    t = time.perf_counter()
-    sample(vae, count, n_elements, seed, schedule)
-    return count / (time.perf_counter() - t)

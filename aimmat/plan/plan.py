@@ -208,17 +208,22 @@ def shortlist_entry(actions: list[StageAction]) -> tuple[str, str]:
     return last.cand_id, "ineligible"
 
 
-def set_shortlist(spec: CampaignSpec, set_name: str, per_cand: dict[str, tuple[list[StageAction], object]]):
-    """The set's Shortlist from each candidate's (actions, record), or None if the set has no top_k."""
+def set_shortlist(spec: CampaignSpec, set_name: str, observe: Callable[[CandidateSource], CandidateObs | None],
+                  replace: frozenset[str] = frozenset(), alive: AliveFn = lambda rec: False):
+    """The set's Shortlist (None if the set has no top_k), from each candidate's
+    import and screen actions; ``observe`` gives a candidate's records."""
     cset = next(s for s in spec.manifest.candidate_sets if s.name == set_name)
     if cset.rank is None or cset.rank.top_k is None:
         return None
     from aimmat.model.rank import build_shortlist
 
     entries = []
-    for cand, (acts, crec) in per_cand.items():
-        cid, state = shortlist_entry(acts)
-        entries.append((cid, state, crec.prediction if crec is not None else None))
+    for src in spec.candidates:
+        if src.set_name == set_name:
+            cobs = observe(src)
+            cid, state = shortlist_entry(plan_candidate(spec, src, cobs, replace=replace, alive=alive))
+            rec = cobs.record if cobs else None
+            entries.append((cid, state, rec.prediction if rec is not None else None))
     return build_shortlist(cset.rank.top_k, cset.rank.weights, entries)
 
 
@@ -241,18 +246,11 @@ def plan(
 
 
 def _shortlists(spec, observed, replace, alive) -> dict:
-    out = {}
-    for cset in spec.manifest.candidate_sets:
-        if cset.rank is None or cset.rank.top_k is None:
-            continue
-        per = {}
-        for src in spec.candidates:
-            if src.set_name == cset.name:
-                cobs = observed.candidates.get((src.set_name, src.cand_id))
-                per[src.cand_id] = (plan_candidate(spec, src, cobs, replace=replace, alive=alive),
-                                    cobs.record if cobs else None)
-        out[cset.name] = set_shortlist(spec, cset.name, per)
-    return out
+    def observe(src):
+        return observed.candidates.get((src.set_name, src.cand_id))
+
+    return {c.name: set_shortlist(spec, c.name, observe, replace, alive)
+            for c in spec.manifest.candidate_sets if c.rank is not None and c.rank.top_k is not None}
 
 
 def _plan(spec, observed, replace, target, alive) -> Plan:

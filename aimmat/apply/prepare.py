@@ -42,21 +42,31 @@ def new_candidates(spec: CampaignSpec, observed: Observed, generate: bool = True
         from aimmat.model.rank import pregenerate
 
         pregenerate(spec, pending_gen)
+    checked: set[tuple[str, ...]] = set()
+    get = observed.candidates.get
     for src in spec.candidates:
         key = import_key(src, spec)
-        cobs = observed.candidates.get((src.set_name, src.cand_id))
-        cset = elements[src.set_name]
-        if not generate and isinstance(src, GeneratedSource) and not (cobs and cobs.record and cobs.record.key == key):
+        cobs = get((src.set_name, src.cand_id))
+        summ = cobs.summary if cobs is not None else None  # the record's summary: no full record is decoded here
+        if summ is not None and summ.key == key:
+            cset = elements[src.set_name]
+            if cset.check_elements and summ.n_elements != cset.elements:
+                _check_elements(spec, src, cset, summ.n_elements, summ.formula)
+            if not qe:
+                continue
+            species = summ.species_list()
+        elif not generate and isinstance(src, GeneratedSource):
             continue
-        if cobs and cobs.record and cobs.record.key == key:
-            _check_elements(spec, src, cset, cobs.record.n_elements, cobs.record.formula)
-            rec = cobs.record
         else:
+            cset = elements[src.set_name]
             rec = out[(src.set_name, src.cand_id)] = candidate_record(spec, src, predict=False)
-        for name in qe:
-            qe_pseudo_files(spec, name, record_elements(rec))
-            if spec.manifest.profiles[name].ecutwfc_ry is None:
-                qe_cutoffs(spec, name, record_elements(rec))
+            species = record_elements(rec)
+        if qe and tuple(species) not in checked:  # each distinct element set once
+            checked.add(tuple(species))
+            for name in qe:
+                qe_pseudo_files(spec, name, species)
+                if spec.manifest.profiles[name].ecutwfc_ry is None:
+                    qe_cutoffs(spec, name, species)
     if any(s.rank is not None for s in spec.manifest.candidate_sets) and out:
         from aimmat.model.rank import attach_predictions
 
@@ -66,7 +76,7 @@ def new_candidates(spec: CampaignSpec, observed: Observed, generate: bool = True
 
 def _imported(spec: CampaignSpec, src, observed: Observed) -> bool:
     cobs = observed.candidates.get((src.set_name, src.cand_id))
-    return bool(cobs and cobs.record and cobs.record.key == import_key(src, spec))
+    return bool(cobs and cobs.summary and cobs.summary.key == import_key(src, spec))
 
 
 def candidate_record(spec: CampaignSpec, src, predict: bool = True) -> CandidateRecord:

@@ -76,7 +76,7 @@ def diff(manifest, as_json, exit_code, target, replace, verbose, rescan) -> None
     from aimmat.plan.show import format_plan
     from aimmat.state.scan import save_index, scan
 
-    spec = load_manifest(manifest)
+    spec = load_manifest(manifest, rescan=rescan)
     tgt = _parse_target(target)
     _check_target(spec, tgt)
     observed = scan(spec.campaign_dir, rescan=rescan)
@@ -86,14 +86,14 @@ def diff(manifest, as_json, exit_code, target, replace, verbose, rescan) -> None
         click.echo(json.dumps(p.to_json(), indent=1))
     else:
         click.echo(format_plan(p, verbose=verbose))
-    save_index(observed)  # only once the command has succeeded: a failed diff writes nothing
+    save_index(observed, spec)  # only once the command has succeeded: a failed diff writes nothing
     if exit_code and p.has_changes:
         sys.exit(EXIT_CHANGES_PENDING)
 
 
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
-@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=lambda: os.cpu_count() or 1, show_default="number of cores", help="Stage tasks run at once (local process pool when > 1; 1 runs in this process).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=lambda: os.cpu_count() or 1, show_default="number of cores", help="Stage tasks run at once (local process pool when > 1; 1 runs in this process). Ignored with `executor: {kind: parsl}`: the executor block sets the workers.")
 @click.option("--target", help="Restrict to SET or SET/CANDIDATE.")
 @click.option("--replace", multiple=True, help="Force STAGE to rerun (repeatable).")
 @click.option("--prune", is_flag=True, help="Delete orphans (folders not in the manifest).")
@@ -143,11 +143,11 @@ def status(manifest, as_json, verbose, rescan) -> None:
     from aimmat.state.scan import save_index, scan
     from aimmat.state.show import format_status, status_table
 
-    spec = load_manifest(manifest)
+    spec = load_manifest(manifest, rescan=rescan)
     observed = scan(spec.campaign_dir, rescan=rescan)
     table = status_table(spec, observed)
     click.echo(json.dumps(table, indent=1) if as_json else format_status(table, verbose=verbose))
-    save_index(observed)
+    save_index(observed, spec)
 
 
 @cli.command()
@@ -159,10 +159,10 @@ def evidence(manifest, rescan) -> None:
     from aimmat.manifest import load_manifest
     from aimmat.state.scan import save_index, scan
 
-    spec = load_manifest(manifest)
+    spec = load_manifest(manifest, rescan=rescan)
     observed = scan(spec.campaign_dir, rescan=rescan)
     click.echo(json.dumps(snapshot(spec, observed), indent=1, sort_keys=True))
-    save_index(observed)
+    save_index(observed, spec)
 
 
 @cli.command()
@@ -177,6 +177,21 @@ def render(manifest) -> None:
     for o in lock["outputs"]:
         click.echo(f"{o['path']}  ({o['scope']}, sha256 {o['sha256'][:12]})")
     click.echo(f"manuscript/render.lock.json; snapshot sha256 {lock['snapshot_sha256'][:12]}")
+
+
+@cli.command("slurm-script")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+def slurm_script_cmd(manifest) -> None:
+    """Print the Slurm job script Parsl would submit for one block of MANIFEST's
+    executor (`kind: parsl`, `provider: slurm`). Runs no Slurm command and writes nothing."""
+    from aimmat.apply.parsl_backend import slurm_script
+    from aimmat.manifest import load_manifest
+
+    spec = load_manifest(manifest)
+    ex = spec.manifest.executor
+    if ex.kind != "parsl" or ex.provider != "slurm":
+        raise UsageError(f"{manifest}: executor is not `kind: parsl` with `provider: slurm`")
+    click.echo(slurm_script(spec), nl=False)
 
 
 @cli.group()

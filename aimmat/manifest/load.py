@@ -6,6 +6,7 @@ names the file, line and key path.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +126,9 @@ def _check_render_targets(spec: CampaignSpec, lines: dict) -> None:
             raise ManifestError(f"{where}: render.{i}.scope is '{t.scope}' but {tpath.name} declares '{scope}'")
 
 
-def load_manifest(path: str | Path) -> CampaignSpec:
+def load_manifest(path: str | Path, *, rescan: bool = False) -> CampaignSpec:
+    """``rescan``: hash every source file instead of trusting the campaign
+    index's hashes of files whose stat signature is unchanged."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest file not found", fix="give the path to a manifest YAML file")
@@ -139,15 +142,35 @@ def load_manifest(path: str | Path) -> CampaignSpec:
     spec = CampaignSpec(manifest=manifest, path=path.resolve(), sha256=sha256_file(path))
     _check_render_targets(spec, lines)
     _check_models(spec, lines)
-    for i, cs in enumerate(manifest.candidate_sets):
-        where = f"{path}:{line_of(lines, ('candidate_sets', i, 'source'))}: candidate_sets.{i}.source"
-        if cs.source.kind == "generator":
-            spec.candidates.extend(resolve_generator(cs.name, cs.elements, cs.source, spec.model_file(cs.source.model),
-                                                     manifest.models[cs.source.model].path,
-                                                     manifest.models[cs.source.model].sha256.lower()))
-        else:
-            spec.candidates.extend(resolve_files(cs.name, cs.source.glob, cs.source.format, spec.base, where))
+    # Source hashes come from the campaign's record index while each file's
+    # stat signature matches (state.index.SourceHashes); the manifest layer
+    # only sees a function path, stat -> sha256.
+    from aimmat.state.index import SourceHashes
+
+    hashes = spec.cache["source_hashes"] = SourceHashes(spec.campaign_dir, rescan=rescan)
+    _resolve_sources(spec, path, lines, hashes)
     return spec
+
+
+def _resolve_sources(spec: CampaignSpec, path: Path, lines: dict, hashes) -> None:
+    manifest = spec.manifest
+    enabled = gc.isenabled()
+    gc.disable()  # 100k long-lived sources: automatic collections would walk them again and again
+    try:
+        for i, cs in enumerate(manifest.candidate_sets):
+            where = f"{path}:{line_of(lines, ('candidate_sets', i, 'source'))}: candidate_sets.{i}.source"
+            if cs.source.kind == "generator":
+                spec.candidates.extend(resolve_generator(cs.name, cs.elements, cs.source, spec.model_file(cs.source.model),
+                                                         manifest.models[cs.source.model].path,
+                                                         manifest.models[cs.source.model].sha256.lower()))
+            else:
+                spec.candidates.extend(resolve_files(cs.name, cs.source.glob, cs.source.format, spec.base, where,
+                                                     hasher=hashes.sha256))
+    finally:
+        gc.freeze()  # hand them to the oldest generation in O(1), as state.scan does
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
 
 
 def _check_models(spec: CampaignSpec, lines: dict) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import lru_cache
 from pathlib import Path
 from importlib.metadata import PackageNotFoundError, version
@@ -72,7 +74,29 @@ def predictor_sha256(spec: CampaignSpec, set_name: str) -> str | None:
 
 
 def import_key(src: CandidateSource, spec: CampaignSpec | None = None) -> str:
-    return sha256_canonical(import_inputs(src, spec))
+    """Key of a candidate's import; memoized per spec (plan and new_candidates
+    both ask). File sources hash a cached template (see ``stage_key_for``)."""
+    if spec is None:
+        return sha256_canonical(import_inputs(src))
+    memo = spec.cache.get("import_key")
+    if memo is None:
+        memo = spec.cache["import_key"] = {}
+    k = (src.set_name, src.cand_id)
+    key = memo.get(k)
+    if key is None:
+        key = memo[k] = _file_import_key(src, spec) or sha256_canonical(import_inputs(src, spec))
+    return key
+
+
+def _file_import_key(src: CandidateSource, spec: CampaignSpec) -> str | None:
+    if isinstance(src, GeneratedSource) or not (src.sha256.isascii() and src.sha256.isalnum()):
+        return None
+    tk = ("import_template", src.set_name, src.fmt, src.frame)
+    template = spec.cache.get(tk)
+    if template is None:
+        inputs = {**import_inputs(src, spec), "source_sha256": _HOLE}
+        template = spec.cache[tk] = _template(inputs)
+    return _fill(template, src.sha256) if template else None
 
 
 def _static_inputs(spec: CampaignSpec, stage: str) -> dict[str, Any]:
@@ -170,6 +194,65 @@ def qe_pseudo_files(spec: CampaignSpec, profile_name: str, elements) -> dict[str
                 ) from None
         out[el] = spec.cache[ck]
     return out
+
+
+_HOLE = "aimmat-hash-placeholder"
+
+
+def stage_key_for(spec: CampaignSpec, stage: str, structure_sha256: str | None, species: str = "",
+                  metallic: bool | int | None = None) -> str:
+    """``stage_key(stage_inputs(...))`` without building the inputs.
+
+    A stage's canonical inputs are the same JSON text for every candidate
+    except the structure hash (and, for qe profiles, the elements' pseudos
+    and the metallic flag), so the text around the hash is hashed once per
+    spec and each key costs one sha256 state copy (4 keys per candidate at
+    100k candidates). ``species``: SEP-joined elements (``CandidateSummary``).
+    """
+    if not (isinstance(structure_sha256, str) and structure_sha256.isascii() and structure_sha256.isalnum()):
+        return stage_key(stage_inputs(spec, stage, structure_sha256, _species(species), metallic))
+    simple = spec.cache.get("key_template_simple")  # stages whose key depends on the structure alone
+    if simple is None:
+        simple = spec.cache["key_template_simple"] = {}
+    template = simple.get(stage)
+    if template is not None:
+        return _fill(template, structure_sha256)
+    qe = spec.cache.get(("qe_stage", stage))
+    if qe is None:
+        cfg = spec.stage_config(stage)
+        profile = None if is_screen(stage) else spec.manifest.profiles[cfg.profile]
+        qe = spec.cache[("qe_stage", stage)] = (profile is not None and profile.kind == "qe",
+                                                profile is not None and profile.kind == "qe" and uses_metal_mesh(profile, stage))
+    tk = ("key_template", stage, species if qe[0] else None, bool(metallic) if qe[1] else None)
+    template = spec.cache.get(tk)
+    if template is None:
+        template = spec.cache[tk] = _template(stage_inputs(spec, stage, _HOLE, _species(species), metallic))
+    if template is False:  # the placeholder is not where the hash goes: build the inputs
+        return stage_key(stage_inputs(spec, stage, structure_sha256, _species(species), metallic))
+    if not qe[0]:
+        simple[stage] = template
+    return _fill(template, structure_sha256)
+
+
+def _template(inputs: dict[str, Any]):
+    """(sha256 state after the canonical JSON up to the placeholder string's
+    content, the bytes after it), or False when the placeholder does not
+    occur exactly once."""
+    parts = json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=True).split(f'"{_HOLE}"')
+    return (hashlib.sha256((parts[0] + '"').encode()), ('"' + parts[1]).encode()) if len(parts) == 2 else False
+
+
+def _fill(template, value: str) -> str:
+    """sha256 of the template's text with ``value`` (alphanumeric ASCII) in the placeholder."""
+    h = template[0].copy()
+    h.update(value.encode() + template[1])
+    return h.hexdigest()
+
+
+def _species(species: str) -> list[str]:
+    from aimmat.state.summary import SEP
+
+    return species.split(SEP) if species else []
 
 
 def stage_key(inputs: dict[str, Any]) -> str:

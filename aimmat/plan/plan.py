@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
+from aimmat.errors import AimmatError
 from aimmat.manifest.load import CampaignSpec
 from aimmat.manifest.models import STAGES
 from aimmat.manifest.sources import CandidateSource
-from aimmat.plan.keys import describe_changes, import_inputs, stage_inputs, stage_key, structure_source
+from aimmat.plan.keys import STRUCTURE_SOURCE, describe_changes, import_inputs, import_key, stage_inputs, stage_key_for, structure_source
 from aimmat.state.procs import process_alive
-from aimmat.state.records import StageRecord, record_elements
+from aimmat.state.summary import StageSummary
 from aimmat.state.scan import CandidateObs, Observed
 
 
@@ -37,7 +38,7 @@ _LABELS = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class StageAction:
     set_name: str
     cand_id: str
@@ -81,19 +82,15 @@ class Plan:
         }
 
 
-AliveFn = Callable[[StageRecord], bool]
+AliveFn = Callable[[StageSummary], bool]  # a StageRecord has the same fields
 
 
 def _alive_default(lock_held: bool) -> AliveFn:
-    def alive(rec: StageRecord) -> bool:
+    def alive(rec: StageSummary) -> bool:
         # Without a lock holder nothing can be running, whatever a record says.
         return lock_held and process_alive(rec.host, rec.pid, rec.pid_start)
 
     return alive
-
-
-def _screen_failures(rec: StageRecord) -> list[str]:
-    return [name for name, c in rec.outputs.get("criteria", {}).items() if not c.get("pass")]
 
 
 def plan_candidate(
@@ -107,90 +104,101 @@ def plan_candidate(
 ) -> list[StageAction]:
     """Actions for one candidate's stages, in execution order.
 
+    Decides from the records' summaries (``aimmat.state.summary``); a full
+    record is read only to say what changed. Kept stages carry their key but
+    not their key inputs (only pending ones need them, to run).
+
     ``shortlist`` (``aimmat.model.rank.Shortlist``): the set's ranking; the
     first stage after the screen runs only for its members. None: no gate.
     """
     s, c = src.set_name, src.cand_id
     out: dict[str, StageAction] = {}
 
-    inputs = import_inputs(src, spec)
-    key = stage_key(inputs)
-    crec = cobs.record if cobs else None
-    if crec is None:
-        out["import"] = StageAction(s, c, "import", Action.CREATE, ["new candidate"], key, inputs)
-    elif crec.key != key or "import" in replace:
-        why = ["--replace import"] if crec.key == key else describe_changes(crec.key_inputs, inputs, _LABELS)
+    key = import_key(src, spec)
+    csum = cobs.summary if cobs else None
+    if csum is None:
+        out["import"] = StageAction(s, c, "import", Action.CREATE, ["new candidate"], key, import_inputs(src, spec))
+    elif csum.key != key or "import" in replace:
+        inputs = import_inputs(src, spec)
+        why = ["--replace import"] if csum.key == key else describe_changes(cobs.record.key_inputs, inputs, _LABELS)
         out["import"] = StageAction(s, c, "import", Action.RERUN, [f"source {src.relpath}: " + "; ".join(why)], key, inputs)
     else:
-        out["import"] = StageAction(s, c, "import", Action.KEEP, [], key, inputs, state="done")
+        out["import"] = StageAction(s, c, "import", Action.KEEP, [], key, None, "done")
 
-    chain = ["import"] + spec.stages + spec.ablation_stages
-    for i, stage in enumerate(chain[1:], start=1):
+    chain = spec.cache.get("chain")
+    if chain is None:
+        chain = spec.cache["chain"] = ["import"] + spec.stages + spec.ablation_stages
+    first_dft = _first_dft_stage(spec) if shortlist is not None else None
+    summaries = cobs.summaries if cobs else {}
+    prev = out["import"]
+    for stage in chain[1:]:
         # ablation screens hang off the import alone: they gate nothing and nothing gates them
-        gate = out["import"] if stage.startswith("ablation-") else out[chain[i - 1]]
-        src_stage = structure_source(stage)
-        upstream = out[src_stage]
-        rec = cobs.stages.get(stage) if cobs else None
-
-        def act(action: Action, *reasons: str, key=None, inputs=None, state=None) -> None:
-            out[stage] = StageAction(s, c, stage, action, list(reasons), key, inputs, state)
-
-        if gate.action == Action.BLOCKED:
-            act(Action.BLOCKED, f"{gate.stage} is blocked")
-            continue
-        if gate.action == Action.KEEP and gate.state in ("failed", "running", "screened_out"):
-            why = {
-                "failed": f"{gate.stage} failed",
-                "running": f"waiting for running {gate.stage}",
-                "screened_out": f"screened out: {', '.join(gate.reasons)}",
-            }[gate.state]
-            act(Action.BLOCKED, why)
-            continue
-        if shortlist is not None and stage == _first_dft_stage(spec):
-            why = shortlist.reason(c)
-            if why is not None:
-                act(Action.BLOCKED, why, state="not_shortlisted" if why.startswith("not") else "waiting")
-                continue
-        if upstream.action in PENDING:
-            if rec is None:
-                act(Action.CREATE, f"after {src_stage}")
-            else:
-                act(Action.RERUN, f"upstream {src_stage} will {upstream.action.value}")
-            continue
-
-        metallic = None
-        if src_stage == "import":
-            struct_sha = crec.structure_sha256
-        else:
-            upstream_out = cobs.stages[src_stage].outputs
-            struct_sha = upstream_out["structure_sha256"]
-            metallic = upstream_out.get("engine", {}).get("metallic")
-        inputs = stage_inputs(spec, stage, struct_sha, record_elements(crec), metallic)
-        key = stage_key(inputs)
-        after = [f"after {gate.stage}"] if gate.action in PENDING else []
-
-        if rec is None:
-            act(Action.CREATE, *(after or ["not run yet"]), key=key, inputs=inputs)
-        elif stage in replace:
-            act(Action.RERUN, "--replace " + stage, key=key, inputs=inputs)
-        elif rec.key != key:
-            act(Action.RERUN, "inputs changed: " + "; ".join(describe_changes(rec.key_inputs, inputs, _LABELS)), key=key, inputs=inputs)
-        elif rec.status == "running":
-            if alive(rec):
-                act(Action.KEEP, f"running (pid {rec.pid} on {rec.host})", key=key, inputs=inputs, state="running")
-            else:
-                act(Action.RERUN, f"interrupted: pid {rec.pid} on {rec.host} is gone; resuming", key=key, inputs=inputs)
-        elif rec.status == "failed":
-            n = len(rec.attempts)
-            if rec.retryable and n < spec.manifest.retry.max_attempts:
-                act(Action.RERUN, f"retry after {rec.failure_code} (attempt {n + 1} of {spec.manifest.retry.max_attempts})", key=key, inputs=inputs)
-            else:
-                act(Action.KEEP, f"failed: {rec.failure_code} after {n} attempt(s); `--replace {stage}` forces a rerun", key=key, inputs=inputs, state="failed")
-        elif stage == "screen" and not rec.outputs.get("strict_pass", False):  # ablation screens never gate
-            act(Action.KEEP, *_screen_failures(rec), key=key, inputs=inputs, state="screened_out")
-        else:
-            act(Action.KEEP, key=key, inputs=inputs, state="done")
+        gate = out["import"] if stage.startswith("ablation-") else prev
+        prev = out[stage] = _stage_action(spec, s, c, stage, gate, out, summaries, cobs, csum, replace, alive,
+                                          shortlist if stage == first_dft else None)
     return [out[st] for st in chain]
+
+
+def _stage_action(spec, s, c, stage, gate, out, summaries, cobs, csum, replace, alive, shortlist) -> StageAction:
+    """One stage's action (see plan_candidate); ``out`` holds the actions so far."""
+    if gate.action == Action.BLOCKED:
+        return StageAction(s, c, stage, Action.BLOCKED, [f"{gate.stage} is blocked"])
+    if gate.action == Action.KEEP and gate.state in ("failed", "running", "screened_out"):
+        why = {
+            "failed": f"{gate.stage} failed",
+            "running": f"waiting for running {gate.stage}",
+            "screened_out": f"screened out: {', '.join(gate.reasons)}",
+        }[gate.state]
+        return StageAction(s, c, stage, Action.BLOCKED, [why])
+    if shortlist is not None:
+        why = shortlist.reason(c)
+        if why is not None:
+            return StageAction(s, c, stage, Action.BLOCKED, [why], state="not_shortlisted" if why.startswith("not") else "waiting")
+    src_stage = _STRUCTURE_SOURCE.get(stage) or structure_source(stage)
+    upstream = out[src_stage]
+    rec = summaries.get(stage)
+    if upstream.action in PENDING:
+        if rec is None:
+            return StageAction(s, c, stage, Action.CREATE, [f"after {src_stage}"])
+        return StageAction(s, c, stage, Action.RERUN, [f"upstream {src_stage} will {upstream.action.value}"])
+
+    metallic = None
+    if src_stage == "import":
+        struct_sha = csum.structure_sha256
+    else:
+        up = summaries[src_stage]
+        struct_sha, metallic = up.structure_sha256, up.metallic
+    key = stage_key_for(spec, stage, struct_sha, csum.species, metallic)
+    if rec is not None and rec.key == key and stage not in replace:
+        if rec.status == "done":
+            if stage == "screen" and not rec.strict_pass:  # ablation screens never gate
+                return StageAction(s, c, stage, Action.KEEP, rec.failed_list(), key, None, "screened_out")
+            return StageAction(s, c, stage, Action.KEEP, [], key, None, "done")
+        if rec.status == "running" and alive(rec):
+            return StageAction(s, c, stage, Action.KEEP, [f"running (pid {rec.pid} on {rec.host})"], key, None, "running")
+        if rec.status == "failed":
+            n, most = rec.n_attempts, spec.manifest.retry.max_attempts
+            if not (rec.retryable and n < most):
+                return StageAction(s, c, stage, Action.KEEP,
+                                   [f"failed: {rec.failure_code} after {n} attempt(s); `--replace {stage}` forces a rerun"],
+                                   key, None, "failed")
+    # pending: the executor needs the inputs
+    inputs = stage_inputs(spec, stage, struct_sha, csum.species_list(), metallic)
+    if rec is None:
+        why = f"after {gate.stage}" if gate.action in PENDING else "not run yet"
+        return StageAction(s, c, stage, Action.CREATE, [why], key, inputs)
+    if stage in replace:
+        why = "--replace " + stage
+    elif rec.key != key:
+        why = "inputs changed: " + "; ".join(describe_changes(cobs.stages[stage].key_inputs, inputs, _LABELS))
+    elif rec.status == "running":
+        why = f"interrupted: pid {rec.pid} on {rec.host} is gone; resuming"
+    else:
+        why = f"retry after {rec.failure_code} (attempt {rec.n_attempts + 1} of {spec.manifest.retry.max_attempts})"
+    return StageAction(s, c, stage, Action.RERUN, [why], key, inputs)
+
+
+_STRUCTURE_SOURCE = dict(STRUCTURE_SOURCE)
 
 
 def _first_dft_stage(spec: CampaignSpec) -> str | None:
@@ -222,7 +230,7 @@ def set_shortlist(spec: CampaignSpec, set_name: str, observe: Callable[[Candidat
         if src.set_name == set_name:
             cobs = observe(src)
             cid, state = shortlist_entry(plan_candidate(spec, src, cobs, replace=replace, alive=alive))
-            rec = cobs.record if cobs else None
+            rec = cobs.record if cobs else None  # the prediction: decoded for ranked sets only
             entries.append((cid, state, rec.prediction if rec is not None else None))
     return build_shortlist(cset.rank.top_k, cset.rank.weights, entries)
 
@@ -253,19 +261,74 @@ def _shortlists(spec, observed, replace, alive) -> dict:
             for c in spec.manifest.candidate_sets if c.rank is not None and c.rank.top_k is not None}
 
 
+def _keep_program(spec, chain: list[str]) -> list[tuple]:
+    """Per stage after the import: (stage, where its structure comes from, is
+    the gating screen, key template when the key depends on the structure
+    hash alone, else None), for ``_all_done``."""
+    program = []
+    for stage in chain[1:]:
+        try:
+            stage_key_for(spec, stage, "0" * 64)  # makes the template where there is one
+        except AimmatError:  # e.g. pw.x missing: the candidates' own keys will say so
+            pass
+        template = (spec.cache.get("key_template_simple") or {}).get(stage)
+        program.append((stage, _STRUCTURE_SOURCE.get(stage) or structure_source(stage), stage == "screen", template))
+    return program
+
+
+def _all_done(spec, src, ikey: str, cobs: CandidateObs, program: list[tuple]) -> list[StageAction] | None:
+    """The actions of a candidate whose every stage is kept as done, or None
+    when any is not (then ``plan_candidate`` decides). The common case of a
+    large campaign, written out: it is most of a 100k-candidate diff."""
+    csum = cobs.summary
+    if csum is None or csum.key != ikey:
+        return None
+    s, c = src.set_name, src.cand_id
+    get = cobs.summaries.get
+    keep, done = Action.KEEP, "done"
+    out = [StageAction(s, c, "import", keep, [], ikey, None, done)]
+    for stage, src_stage, gating, template in program:
+        rec = get(stage)
+        if rec is None or rec.status != done or (gating and not rec.strict_pass):
+            return None
+        up = csum if src_stage == "import" else get(src_stage)
+        sha = up.structure_sha256
+        if template is not None and sha.__class__ is str and sha.isascii() and sha.isalnum():
+            h = template[0].copy()  # keys.stage_key_for, inlined
+            h.update(sha.encode() + template[1])
+            key = h.hexdigest()
+        else:
+            key = stage_key_for(spec, stage, sha, csum.species, None if up is csum else up.metallic)
+        if key != rec.key:
+            return None
+        out.append(StageAction(s, c, stage, keep, [], key, None, done))
+    return out
+
+
 def _plan(spec, observed, replace, target, alive) -> Plan:
     actions: list[StageAction] = []
     wanted = set()
+    known = set(spec.stages) | set(spec.ablation_stages)
     shortlists = _shortlists(spec, observed, replace, alive)
+    chain = spec.cache.get("chain") or ["import"] + spec.stages + spec.ablation_stages
+    spec.cache["chain"] = chain
+    get = observed.candidates.get
+    program = _keep_program(spec, chain) if not replace else None
     for src in spec.candidates:
-        wanted.add((src.set_name, src.cand_id))
+        ck = (src.set_name, src.cand_id)
+        wanted.add(ck)
         if target and (src.set_name != target[0] or (target[1] and src.cand_id != target[1])):
             continue
-        cobs = observed.candidates.get((src.set_name, src.cand_id))
-        actions.extend(plan_candidate(spec, src, cobs, replace=replace, alive=alive,
-                                      shortlist=shortlists.get(src.set_name)))
-        if cobs:
-            for d in sorted(set(cobs.stage_dirs) - set(spec.stages) - set(spec.ablation_stages)):
+        cobs = get(ck)
+        shortlist = shortlists.get(src.set_name) if shortlists else None
+        acts = None
+        if cobs is not None and shortlist is None and program is not None:
+            acts = _all_done(spec, src, import_key(src, spec), cobs, program)
+        if acts is None:
+            acts = plan_candidate(spec, src, cobs, replace=replace, alive=alive, shortlist=shortlist)
+        actions.extend(acts)
+        if cobs and not known.issuperset(cobs.stage_dirs):
+            for d in sorted(set(cobs.stage_dirs) - known):
                 if d in STAGES or d.startswith("ablation-"):
                     actions.append(StageAction(src.set_name, src.cand_id, d, Action.ORPHAN, [f"stage '{d}' is not in the manifest"]))
     sets = set(spec.sets())

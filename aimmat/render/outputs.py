@@ -87,5 +87,5 @@ def render(spec: CampaignSpec, command: list[str] | None = None) -> dict:
             lock["outputs"].append({"path": f"manuscript/figures/{name}", "sha256": hashlib.sha256(data).hexdigest(),
                                     "scope": scope, "template": "aimmat.evidence.figures", "template_sha256": None})
         write_json_atomic(cdir / "manuscript" / "render.lock.json", lock)
-        save_index(observed)  # after every output is written: a failed render writes nothing
+        save_index(observed, spec)  # after every output is written: a failed render writes nothing
     return lock

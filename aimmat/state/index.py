@@ -1,14 +1,20 @@
 """An embedded SQLite index of records: a cache, never the truth.
 
-``<campaign>/.aimmat-index.sqlite`` holds, per record file (``candidate.json``
-and ``<stage>/record.json``), its path relative to the campaign folder, its
-stat signature (size, mtime_ns, ctime_ns, inode) and the record as validated
-JSON; per candidate folder, its stat signature and listing (whether
-``candidate.json`` is there, which stage folders). ``scan`` stats every
-record file and folder and uses a row only when the signature matches
+``<campaign>/.aimmat-index.sqlite`` holds one row per candidate folder: the
+folder's stat signature (size, mtime_ns, ctime_ns, inode), its listing
+(whether ``candidate.json`` is there, which stage folders) and, packed with
+``marshal``, per record file (``candidate.json``, ``<stage>/record.json``)
+its signature and summary (``aimmat.state.summary``: the fields the plan
+reads). The record files' bytes are in a second table, read (and validated
+as the file would be) only when a command asks for a full record. ``scan`` stats every candidate
+folder and record file and uses an entry only when the signature matches
 exactly; a changed, new or vanished file is read from the folder as without
 the index. So deleting, corrupting or copying the index changes no result,
 only the time.
+
+Why one row per candidate: a warm diff of 100k candidates is bounded by
+the stat calls (5 per candidate) and by turning rows into Python objects;
+one row and one ``marshal.loads`` per candidate costs a third of five rows.
 
 Why a matching signature is enough: apply writes records by rename, which
 gives a new inode (and ctime); an in-place rewrite changes mtime and ctime,
@@ -32,27 +38,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 import os
 import sqlite3
+import sys
 import time
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any
 
-import pydantic_core
 from pydantic import BaseModel
 
 from aimmat.state.records import CandidateRecord, StageRecord
+from aimmat.state.summary import CandidateSummary, StageSummary
 
 INDEX_FILE = ".aimmat-index.sqlite"
-SCHEMA = 1
+SCHEMA = 2  # 2: one row per candidate folder with packed record summaries; bodies apart; source hashes
 RACY_NS = 5_000_000_000  # covers 1-2 s timestamp ticks and ordinary clock skew on shared file systems
 TIMEOUT_S = 2.0  # waiting for another writer's transaction; then fall back
 
 _DDL = (
     "CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
-    "CREATE TABLE records (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER, body BLOB)",
-    "CREATE TABLE dirs (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER, has_candidate INTEGER, stage_dirs TEXT)",
+    "CREATE TABLE cands (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER, "
+    "flags INTEGER, stage_dirs TEXT, recs BLOB)",
+    "CREATE TABLE bodies (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER, body BLOB)",
+    "CREATE TABLE sources (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER, sha256 TEXT)",
 )
+_TABLES = ("meta", "cands", "bodies", "sources", "records", "dirs")  # the last two: schema 1
 _OK, _REBUILD, _SKIP = "ok", "rebuild", "skip"
 _FINGERPRINT: str | None = None
 
@@ -61,7 +72,9 @@ def fingerprint() -> str:
     """Index schema plus the record models: either changing rebuilds the index."""
     global _FINGERPRINT
     if _FINGERPRINT is None:
-        schemas = [SCHEMA, CandidateRecord.model_json_schema(), StageRecord.model_json_schema()]
+        # the Python version too: marshal's format may change between versions
+        schemas = [SCHEMA, list(sys.version_info[:2]), list(CandidateSummary._fields), list(StageSummary._fields),
+                   CandidateRecord.model_json_schema(), StageRecord.model_json_schema()]
         _FINGERPRINT = hashlib.sha256(json.dumps(schemas, sort_keys=True).encode()).hexdigest()
     return _FINGERPRINT
 
@@ -82,68 +95,40 @@ def _corrupt(exc: Exception) -> bool:
     return name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or "not a database" in msg or "malformed" in msg
 
 
-# -- building records from validated JSON without validating again ---------
-
-def _holds_model(ann) -> bool:
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return True
-    return any(_holds_model(a) for a in get_args(ann))
-
-
-def _builder(model: type[BaseModel]):
-    """A function dict -> model instance for bodies this module wrote from a
-    validated model (plain fields and ``list[Model]`` only), else None."""
-    nested = {}
-    for name, f in model.model_fields.items():
-        if not _holds_model(f.annotation):
-            continue
-        args = get_args(f.annotation)
-        sub = args[0] if get_origin(f.annotation) is list and len(args) == 1 else None
-        if isinstance(sub, type) and issubclass(sub, BaseModel) and _builder(sub) is not None:
-            nested[name] = _builder(sub)
-        else:
-            return None
-    names = set(model.model_fields)
-    new, setattr_ = object.__new__, object.__setattr__
-
-    def build(d: dict) -> BaseModel:
-        if d.keys() != names:
-            raise ValueError(f"index body does not match {model.__name__}")
-        for name, sub in nested.items():
-            d[name] = [sub(x) for x in d[name]]
-        obj = new(model)
-        setattr_(obj, "__dict__", d)
-        setattr_(obj, "__pydantic_fields_set__", set(names))
-        setattr_(obj, "__pydantic_extra__", None)
-        setattr_(obj, "__pydantic_private__", None)
-        return obj
-
-    return build
-
-
-_BUILDERS = {m: _builder(m) for m in (CandidateRecord, StageRecord)}
-
-
 def decode(model: type[BaseModel], body: bytes):
-    """The record of an index body, or None when the body is unusable."""
+    """The record of an index body (the file's bytes as read), or None when
+    the body is unusable. Validated exactly as the file would be, so a
+    record from the index is the record from the file."""
     try:
-        build = _BUILDERS.get(model)
-        if build is None:
-            return model.model_validate_json(body)
-        return build(pydantic_core.from_json(body))
-    except (ValueError, TypeError, KeyError, AttributeError):
+        return model.model_validate_json(body)
+    except ValueError:  # pydantic's ValidationError is a ValueError
         return None
 
 
 # -- the index of one scan ---------------------------------------------------
 
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=TIMEOUT_S)
+    conn.execute("PRAGMA mmap_size = 4294967296")  # read pages in place: no read(2) per page
+    return conn
+
+
+def _valid(conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT v FROM meta WHERE k = 'fingerprint'").fetchone()
+    return bool(row) and row[0] == fingerprint()
+
+
 class Index:
     """The index rows as one scan found them, and what that scan changed.
 
-    ``read`` and ``listing`` answer from a row whose signature matches the
-    file's stat, else report a miss; the scanner then reads the folder and
-    hands the result back with ``put`` / ``put_listing``. ``save`` writes
-    the changes (rows not visited are deleted: their files vanished).
+    Per candidate folder, the scanner pops its row from ``rows`` and stats
+    the folder; when the signature matches, the row's listing holds.
+    ``entries`` gives the packed record entries ``(name, signature,
+    summary)`` (name None: candidate.json), which the scanner validates
+    against each file's stat (counting ``hits``). It reads what missed and
+    hands the folder back with ``put_candidate`` (and each record read with
+    ``put_body``). ``fetch`` decodes a full record on demand. ``save``
+    writes the changes; rows not visited are deleted (their folders vanished).
     """
 
     def __init__(self, campaign_dir, *, rescan: bool = False):
@@ -151,11 +136,13 @@ class Index:
         self.start_ns = time.time_ns()
         self.racy_after = self.start_ns - RACY_NS
         self.rows: dict[str, tuple] = {}
-        self.dirs: dict[str, tuple] = {}
         self.put_rows: dict[str, tuple] = {}
-        self.put_dirs: dict[str, tuple] = {}
+        self.put_bodies: dict[str, tuple] = {}
+        self.gone_bodies: list[str] = []
+        self.sources = None  # SourceHashes of the manifest, written with the records (see save_index)
         self.hits = 0
         self.state = _REBUILD
+        self._conn: tuple[int, sqlite3.Connection] | None = None
         if not rescan:
             self._load()
 
@@ -163,68 +150,71 @@ class Index:
         if not self.path.exists():
             return
         try:
-            conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=TIMEOUT_S)
+            conn = _connect_ro(self.path)
         except sqlite3.Error as exc:
             self.state = _SKIP if _locked(exc) else _REBUILD
             return
         try:
-            conn.execute("PRAGMA mmap_size = 4294967296")  # read pages in place: no read(2) per page
-            row = conn.execute("SELECT v FROM meta WHERE k = 'fingerprint'").fetchone()
-            if not row or row[0] != fingerprint():
+            if not _valid(conn):
                 return
-            self.rows = {r[0]: r for r in conn.execute("SELECT path, size, mtime_ns, ctime_ns, ino, body FROM records")}
-            self.dirs = {r[0]: r for r in conn.execute("SELECT path, size, mtime_ns, ctime_ns, ino, has_candidate, stage_dirs FROM dirs")}
+            self.rows = {r[0]: r for r in conn.execute(
+                "SELECT path, size, mtime_ns, ctime_ns, ino, flags, stage_dirs, recs FROM cands")}
             self.state = _OK
         except sqlite3.Error as exc:  # DatabaseError: not a database, malformed, hot journal; or locked
-            self.rows, self.dirs = {}, {}
+            self.rows = {}
             self.state = _SKIP if _locked(exc) else _REBUILD
         finally:
             conn.close()
 
-    def _sig(self, st: os.stat_result) -> tuple[int, int, int, int]:
+    def sig(self, st: os.stat_result) -> tuple[int, int, int, int]:
         mtime = st.st_mtime_ns if st.st_ctime_ns < self.racy_after else -1  # -1: read again next time
         return (st.st_size, mtime, st.st_ctime_ns, st.st_ino)
 
-    # records
-    def read(self, rel: str, path: str, model):
-        """(found, record): found False means "read the file"; a record
-        whose file is gone is (True, None)."""
-        row = self.rows.pop(rel, None)
-        if row is None:  # nothing to compare with (new file, or no index): the caller reads it
-            return False, None
+    # candidate folders: flags bit 0 = candidate.json is there, bit 1 = every
+    # record of the listing has an entry, in listing order (the scan's fast path)
+    HAS_CANDIDATE, COMPLETE = 1, 2
+
+    @staticmethod
+    def entries(row) -> list:
+        """The row's record entries ``(name, signature, summary)``, in listing order."""
+        if row is None:
+            return []
         try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return True, None
-        if row[1] == st.st_size and row[2] == st.st_mtime_ns and row[3] == st.st_ctime_ns and row[4] == st.st_ino:
-            rec = decode(model, row[5])
-            if rec is not None:
-                self.hits += 1
-                return True, rec
-        return False, None
+            return marshal.loads(row[7])
+        except (ValueError, EOFError, TypeError):  # a damaged blob: read the files
+            return []
 
-    def put(self, rel: str, st: os.stat_result, rec: BaseModel) -> None:
-        """A record read from its file; ``st`` is the fstat taken before reading."""
-        self.put_rows[rel] = (rel, *self._sig(st), rec.__pydantic_serializer__.to_json(rec))
+    def put_candidate(self, rel: str, st: os.stat_result, has_candidate: bool, stage_dirs: list[str],
+                      entries: list[tuple], removed: list[str], complete: bool) -> None:
+        """A candidate folder whose listing or records changed; ``removed``:
+        record paths (relative) whose bodies go; ``complete``: ``entries``
+        are exactly the listing's records, in its order."""
+        flags = (self.HAS_CANDIDATE if has_candidate else 0) | (self.COMPLETE if complete else 0)
+        self.put_rows[rel] = (rel, *self.sig(st), flags, "/".join(stage_dirs), marshal.dumps(tuple(entries)))
+        self.gone_bodies.extend(removed)
 
-    # candidate folder listings
-    def listing(self, rel: str, path: str):
-        """(stat, cached listing or None); stat None: the folder is gone."""
-        row = self.dirs.pop(rel, None)
+    def put_body(self, rel: str, sig: tuple, data: bytes) -> None:
+        """The bytes of a record file as read (and validated): no second serialization."""
+        self.put_bodies[rel] = (rel, *sig, data)
+
+    def fetch(self, rel: str, sig: tuple, model):
+        """The full record at ``rel`` when the index holds the body of that
+        signature, else None (the caller reads the file)."""
+        pid = os.getpid()
         try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return None, None
-        if row is not None and row[1] == st.st_size and row[2] == st.st_mtime_ns and row[3] == st.st_ctime_ns and row[4] == st.st_ino:
-            return st, (bool(row[5]), row[6].split("/") if row[6] else [])
-        return st, None
-
-    def put_listing(self, rel: str, st: os.stat_result, has_candidate: bool, stage_dirs: list[str]) -> None:
-        self.put_dirs[rel] = (rel, *self._sig(st), int(has_candidate), "/".join(stage_dirs))
+            if self._conn is None or self._conn[0] != pid:  # a connection is not shared with forked children
+                self._conn = (pid, _connect_ro(self.path))
+            got = self._conn[1].execute("SELECT size, mtime_ns, ctime_ns, ino, body FROM bodies WHERE path = ?",
+                                        (rel,)).fetchone()
+        except sqlite3.Error:
+            return None
+        if got is None or tuple(got[:4]) != tuple(sig):
+            return None
+        return decode(model, got[4])
 
     @property
     def changed(self) -> bool:
-        return bool(self.put_rows or self.put_dirs or self.rows or self.dirs)
+        return bool(self.put_rows or self.rows or self.gone_bodies or (self.sources and self.sources.changed))
 
     def save(self) -> bool:
         """Write what this scan changed; False when nothing was written. Never raises."""
@@ -232,8 +222,11 @@ class Index:
             return False
         if self.state == _OK and not self.changed:
             return False
-        if self.state == _REBUILD and not (self.put_rows or self.put_dirs) and not self.path.exists():
+        if self.state == _REBUILD and not self.put_rows and not self.path.exists():
             return False  # nothing to index: create no file
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None
         try:
             self._write()
         except sqlite3.DatabaseError as exc:
@@ -247,10 +240,14 @@ class Index:
                 return False
         except OSError:
             return False
-        self.state, self.rows, self.dirs, self.put_rows, self.put_dirs = _OK, {}, {}, {}, {}
+        self.state, self.rows, self.put_rows, self.put_bodies, self.gone_bodies = _OK, {}, {}, {}, []
+        if self.sources is not None:
+            self.sources.changed = False
         return True
 
     def _write(self) -> None:
+        # The index holds the records' contents: no more readable than they are (mkstemp: 0600).
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         conn = sqlite3.connect(str(self.path), timeout=TIMEOUT_S, isolation_level=None)
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -261,18 +258,25 @@ class Index:
                         row = conn.execute("SELECT v FROM meta WHERE k = 'fingerprint'").fetchone()
                     except sqlite3.OperationalError:
                         row = None
-                if not row or row[0] != fingerprint():  # rebuild, or another version rebuilt it meanwhile
-                    for table in ("meta", "records", "dirs"):
+                rebuilt = not row or row[0] != fingerprint()
+                if rebuilt:  # rebuild, or another version rebuilt it meanwhile
+                    for table in _TABLES:
                         conn.execute(f"DROP TABLE IF EXISTS {table}")
                     for ddl in _DDL:
                         conn.execute(ddl)
                     conn.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (fingerprint(),))
                     conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
                 else:
-                    conn.executemany("DELETE FROM records WHERE path = ?", ((p,) for p in self.rows))
-                    conn.executemany("DELETE FROM dirs WHERE path = ?", ((p,) for p in self.dirs))
-                conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)", self.put_rows.values())
-                conn.executemany("INSERT OR REPLACE INTO dirs VALUES (?, ?, ?, ?, ?, ?, ?)", self.put_dirs.values())
+                    conn.executemany("DELETE FROM cands WHERE path = ?", ((p,) for p in self.rows))
+                    # bodies of vanished folders: the key range of "<folder>/..."
+                    conn.executemany("DELETE FROM bodies WHERE path >= ? AND path < ?",
+                                     ((p + "/", p + "0") for p in self.rows))
+                    conn.executemany("DELETE FROM bodies WHERE path = ?", ((p,) for p in self.gone_bodies))
+                conn.executemany("INSERT OR REPLACE INTO cands VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self.put_rows.values())
+                conn.executemany("INSERT OR REPLACE INTO bodies VALUES (?, ?, ?, ?, ?, ?)", self.put_bodies.values())
+                if self.sources is not None and (rebuilt or self.sources.changed):
+                    conn.execute("DELETE FROM sources")
+                    conn.executemany("INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?, ?, ?)", self.sources.seen.values())
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -282,13 +286,60 @@ class Index:
             conn.close()
 
 
+class SourceHashes:
+    """sha256 of candidate source files, trusted from the index while the
+    file's stat signature matches (as records are; see the module doc).
+
+    At 100k candidates, hashing every source file was a third of a warm
+    diff. ``load_manifest`` asks ``sha256``; the rows go back into the index
+    with the records (``aimmat.state.scan.save_index``), so only a command
+    that succeeded writes them.
+    """
+
+    def __init__(self, campaign_dir, *, rescan: bool = False):
+        self.path = index_path(campaign_dir)
+        self.racy_after = time.time_ns() - RACY_NS
+        self.rows: dict[str, tuple] = {}
+        self.seen: dict[str, tuple] = {}
+        self.changed = False
+        if not rescan and self.path.exists():
+            try:
+                conn = _connect_ro(self.path)
+                try:
+                    if _valid(conn):
+                        self.rows = {r[0]: r for r in conn.execute("SELECT path, size, mtime_ns, ctime_ns, ino, sha256 FROM sources")}
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                self.rows = {}
+        self._known = len(self.rows)
+
+    def sha256(self, path: str, st: os.stat_result) -> str:
+        row = self.rows.get(path)
+        if row is not None and row[1] == st.st_size and row[2] == st.st_mtime_ns and row[3] == st.st_ctime_ns and row[4] == st.st_ino:
+            self.seen[path] = row
+            return row[5]
+        from aimmat.manifest.identity import sha256_file
+
+        digest = sha256_file(path)
+        mtime = st.st_mtime_ns if st.st_ctime_ns < self.racy_after else -1
+        self.seen[path] = (path, st.st_size, mtime, st.st_ctime_ns, st.st_ino, digest)
+        self.changed = True
+        return digest
+
+    def finish(self) -> None:
+        """After every source was asked: rows of files no longer in the manifest make a change."""
+        if len(self.seen) != self._known:
+            self.changed = True
+
+
 def stats(campaign_dir) -> dict[str, Any]:
     """Rows in the index (for tests and the benchmark); empty when unreadable."""
     try:
         conn = sqlite3.connect(index_path(campaign_dir).resolve().as_uri() + "?mode=ro", uri=True)
         try:
-            return {"records": conn.execute("SELECT count(*) FROM records").fetchone()[0],
-                    "dirs": conn.execute("SELECT count(*) FROM dirs").fetchone()[0]}
+            return {"records": conn.execute("SELECT count(*) FROM bodies").fetchone()[0],
+                    "dirs": conn.execute("SELECT count(*) FROM cands").fetchone()[0]}
         finally:
             conn.close()
     except sqlite3.Error:

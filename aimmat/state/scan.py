@@ -9,6 +9,7 @@ campaign lock held by this process (apply), where a scan saves it itself.
 from __future__ import annotations
 
 import gc
+import marshal
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from aimmat.state.atomic import TMP_PREFIX
 from aimmat.state.index import INDEX_FILE, Index
 from aimmat.state.lock import held_here, lock_held
 from aimmat.state.records import CandidateRecord, StageRecord
+from aimmat.state.summary import CandidateSummary, StageSummary
 
 CANDIDATE_FILE = "candidate.json"
 RECORD_FILE = "record.json"
@@ -28,13 +30,58 @@ CAMPAIGN_FILE = "campaign.json"
 _RESERVED = {"journal.jsonl", ".aimmat.lock", CAMPAIGN_FILE, "evidence", "manuscript", ".index", INDEX_FILE}
 
 
-@dataclass
 class CandidateObs:
-    set_name: str
-    cand_id: str
-    record: CandidateRecord | None = None
-    stages: dict[str, StageRecord] = field(default_factory=dict)
-    stage_dirs: list[str] = field(default_factory=list)
+    """One candidate folder. ``summary`` / ``summaries`` (the fields the plan
+    reads) are always there; the full records (``record``, ``stages``) are
+    decoded from the index on first access when the scan took them from it.
+    (A slotted class: 100k of them are made per scan.)"""
+
+    __slots__ = ("set_name", "cand_id", "stage_dirs", "summary", "summaries", "_record", "_stages", "_pending", "_index")
+
+    def __init__(self, set_name: str, cand_id: str):
+        self.set_name, self.cand_id = set_name, cand_id
+        self.stage_dirs: list[str] = []
+        self.summary: CandidateSummary | None = None
+        self.summaries: dict[str, StageSummary] = {}
+        self._record: CandidateRecord | None = None
+        self._stages: dict[str, StageRecord] = {}
+        self._pending: list = []  # index entries (stage or None, signature, summary) not decoded yet
+        self._index: Index | None = None
+
+    def __repr__(self) -> str:
+        return f"CandidateObs({self.set_name}/{self.cand_id}, stages={self.stage_dirs})"
+
+    @property
+    def record(self) -> CandidateRecord | None:
+        if self._pending:
+            self._decode()
+        return self._record
+
+    @property
+    def stages(self) -> dict[str, StageRecord]:
+        if self._pending:
+            self._decode()
+        return self._stages
+
+    def _decode(self) -> None:
+        pending, self._pending = self._pending, []
+        rel = f"{self.set_name}/{self.cand_id}"
+        for stage, sig, _ in pending:
+            model, name = (CandidateRecord, CANDIDATE_FILE) if stage is None else (StageRecord, f"{stage}/{RECORD_FILE}")
+            rec = self._index.fetch(f"{rel}/{name}", sig, model)
+            if rec is None:  # the body changed since the scan: the file says what is there now
+                rec = _read_if_exists(f"{self._index.path.parent}/{rel}/{name}", model)
+            if stage is None:
+                self._record = rec
+            elif rec is not None:
+                self._stages[stage] = rec
+        self._stages = {s: self._stages[s] for s in self.stage_dirs if s in self._stages}  # the files' order
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, CandidateObs):
+            return NotImplemented
+        return ((self.set_name, self.cand_id, self.stage_dirs, self.summary, self.summaries, self.record, self.stages)
+                == (other.set_name, other.cand_id, other.stage_dirs, other.summary, other.summaries, other.record, other.stages))
 
 
 @dataclass
@@ -64,11 +111,14 @@ def _entries(path):
         return []
 
 
-def _read_if_exists(path: str, model, index: Index | None = None, rel: str = ""):
-    if index is not None:
-        found, rec = index.read(rel, path, model)
-        if found:
-            return rec
+def _read_if_exists(path: str, model):
+    """The record in ``path``, or None when there is none."""
+    got = _read_with_stat(path, model)
+    return got[0] if got else None
+
+
+def _read_with_stat(path: str, model):
+    """(record, stat taken before reading, the bytes read) of ``path``, or None when absent."""
     try:
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())  # before reading: a later rewrite changes what the index compares
@@ -82,9 +132,7 @@ def _read_if_exists(path: str, model, index: Index | None = None, rel: str = "")
             f"{path}: unreadable {model.__name__}: {str(exc).splitlines()[0]}",
             fix=f"restore the file from a backup, or delete its folder ({os.path.dirname(path)}) to recompute it",
         ) from None
-    if index is not None:
-        index.put(rel, st, rec)
-    return rec
+    return rec, st, data
 
 
 def _is_stage(name: str) -> bool:
@@ -115,32 +163,136 @@ def _list_candidate(cdir: str, temp_files: list | None) -> tuple[bool, list[str]
 
 
 def scan_candidate(campaign_dir, set_name: str, cand_id: str, temp_files: list | None = None,
-                   index: Index | None = None) -> CandidateObs:
+                   index: Index | None = None, set_fd: int | None = None) -> CandidateObs:
     """Records of one candidate. With ``temp_files`` given, also collect
-    half-written temp files (apply sweeps them; diff does not need them)."""
+    half-written temp files (apply sweeps them; diff does not need them).
+    ``set_fd``: an open descriptor of the set folder, for shorter stat paths."""
     obs = CandidateObs(set_name, cand_id)
     rel = f"{set_name}/{cand_id}"
-    cdir = f"{campaign_dir}/{rel}"  # os.path.join costs more than the stat it feeds, 400k times at 100k candidates
-    cached = None
-    if index is not None:
-        st, cached = index.listing(rel, cdir)
-        if st is None:  # the folder is gone
+    cdir = f"{campaign_dir}/{rel}"  # os.path.join costs more than the stat it feeds, 500k times at 100k candidates
+    if index is None:
+        has_candidate, obs.stage_dirs = _list_candidate(cdir, temp_files)
+        for name in ([None] if has_candidate else []) + obs.stage_dirs:
+            if name is None or _is_stage(name):
+                got = _read_with_stat(_record_path(cdir, name), CandidateRecord if name is None else StageRecord)
+                if got is not None:
+                    _set_record(obs, name, got[0])
+        return obs
+    row = index.rows.pop(rel, None)
+    try:
+        st = os.stat(cand_id, dir_fd=set_fd) if set_fd is not None else os.stat(cdir)
+    except (FileNotFoundError, NotADirectoryError):  # the folder is gone
+        return obs
+    listing = None
+    if (temp_files is None and row is not None and row[1] == st.st_size and row[2] == st.st_mtime_ns
+            and row[3] == st.st_ctime_ns and row[4] == st.st_ino):  # the folder is unchanged: so is its listing
+        obs.stage_dirs = row[6].split("/") if row[6] else []
+        if row[5] & Index.COMPLETE and _all_hits(obs, index, row, cand_id if set_fd is not None else cdir, set_fd):
             return obs
-    if cached is not None and temp_files is None:
-        has_candidate, stage_dirs = cached
-    else:
-        has_candidate, stage_dirs = _list_candidate(cdir, temp_files)
-        if index is not None:
-            index.put_listing(rel, st, has_candidate, stage_dirs)
-    obs.stage_dirs = stage_dirs
-    if has_candidate:
-        obs.record = _read_if_exists(f"{cdir}/{CANDIDATE_FILE}", CandidateRecord, index, f"{rel}/{CANDIDATE_FILE}")
-    for name in stage_dirs:
-        if _is_stage(name):
-            rec = _read_if_exists(f"{cdir}/{name}/{RECORD_FILE}", StageRecord, index, f"{rel}/{name}/{RECORD_FILE}")
-            if rec is not None:
-                obs.stages[name] = rec
+        obs.summary, obs.summaries, obs._pending = None, {}, []
+        listing = bool(row[5] & Index.HAS_CANDIDATE), obs.stage_dirs
+    _scan_changed(obs, index, rel, cdir, st, row, listing, temp_files)
     return obs
+
+
+def _all_hits(obs: CandidateObs, index: Index, row: tuple, base: str, set_fd: int | None) -> bool:
+    """The common case, written out for speed (400k records at 100k
+    candidates): the folder is unchanged and every record file still has its
+    entry's signature. False (nothing kept) on the first difference."""
+    stat = os.stat
+    summaries = obs.summaries
+    try:
+        entries = marshal.loads(row[7])
+        for entry in entries:
+            name = entry[0]
+            try:
+                fst = stat(f"{base}/{CANDIDATE_FILE}" if name is None else f"{base}/{name}/{RECORD_FILE}", dir_fd=set_fd)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            if entry[1] != (fst.st_size, fst.st_mtime_ns, fst.st_ctime_ns, fst.st_ino):
+                return False
+            if name is None:
+                obs.summary = tuple.__new__(CandidateSummary, entry[2])
+            else:
+                summaries[name] = tuple.__new__(StageSummary, entry[2])
+    except (TypeError, IndexError, ValueError, EOFError):  # a damaged row: read the files
+        return False
+    if entries:
+        obs._pending = entries
+        obs._index = index
+        index.hits += len(entries)
+    return True
+
+
+def _scan_changed(obs: CandidateObs, index: Index, rel: str, cdir: str, st: os.stat_result, row, listing,
+                  temp_files) -> None:
+    """A candidate folder that changed (or is new to the index): list it
+    unless ``listing`` is given, take each record from its entry when the
+    file's signature matches, read the others, and queue the folder's row."""
+    dirty = listing is None
+    if listing is None:
+        listing = _list_candidate(cdir, temp_files)
+        # apply lists every folder (for temp files): an unchanged one keeps its row
+        dirty = not (row is not None and tuple(row[1:5]) == index.sig(st) and bool(row[5] & Index.HAS_CANDIDATE) == listing[0]
+                     and (row[6].split("/") if row[6] else []) == listing[1])
+    has_candidate, obs.stage_dirs = listing
+    try:
+        entries = {e[0]: e for e in index.entries(row) if len(e[1]) == 4 and len(e[2]) in (len(CandidateSummary._fields), len(StageSummary._fields))}
+    except (TypeError, IndexError):  # a damaged row: read the files
+        entries = {}
+    kept: list[tuple] = []
+    for name in ([None] if has_candidate else []) + obs.stage_dirs:
+        if name is not None and not _is_stage(name):
+            continue
+        path = _record_path(cdir, name)
+        entry = entries.pop(name, None)
+        if entry is not None:
+            try:
+                fst = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                dirty = True  # gone since the listing
+                continue
+            if entry[1] == (fst.st_size, fst.st_mtime_ns, fst.st_ctime_ns, fst.st_ino):
+                if name is None:
+                    obs.summary = CandidateSummary._make(entry[2])
+                else:
+                    obs.summaries[name] = StageSummary._make(entry[2])
+                obs._pending.append(entry)
+                kept.append(entry)
+                continue
+        got = _read_with_stat(path, CandidateRecord if name is None else StageRecord)
+        dirty = True
+        if got is None:
+            continue
+        rec, fst, data = got
+        summary = _set_record(obs, name, rec)
+        sig = index.sig(fst)
+        kept.append((name, sig, tuple(summary)))
+        index.put_body(_record_rel(rel, name), sig, data)
+    if obs._pending:
+        obs._index = index
+        index.hits += len(obs._pending)
+    if dirty or entries:  # something changed: the folder's row is written again
+        names = ([None] if has_candidate else []) + [n for n in obs.stage_dirs if _is_stage(n)]
+        index.put_candidate(rel, st, has_candidate, obs.stage_dirs, kept, [_record_rel(rel, n) for n in entries],
+                            complete=[e[0] for e in kept] == names)
+
+
+def _record_path(cdir: str, name: str | None) -> str:
+    return f"{cdir}/{CANDIDATE_FILE}" if name is None else f"{cdir}/{name}/{RECORD_FILE}"
+
+
+def _record_rel(rel: str, name: str | None) -> str:
+    return f"{rel}/{CANDIDATE_FILE}" if name is None else f"{rel}/{name}/{RECORD_FILE}"
+
+
+def _set_record(obs: CandidateObs, name: str | None, rec):
+    """A record read from its file, and its summary, into ``obs``; returns the summary."""
+    if name is None:
+        obs._record, obs.summary = rec, CandidateSummary.of(rec)
+        return obs.summary
+    obs._stages[name], obs.summaries[name] = rec, StageSummary.of(rec)
+    return obs.summaries[name]
 
 
 def scan(campaign_dir: Path, *, temp_files: bool = False, rescan: bool = False, use_index: bool = True) -> Observed:
@@ -181,10 +333,17 @@ def scan(campaign_dir: Path, *, temp_files: bool = False, rescan: bool = False, 
     return obs
 
 
-def save_index(observed: Observed) -> bool:
-    """Write what ``scan`` found changed into the index; call it once the
-    command has succeeded. False when nothing was written; never raises."""
-    return observed.index is not None and observed.exists and observed.index.save()
+def save_index(observed: Observed, spec=None) -> bool:
+    """Write what ``scan`` found changed into the index, with the source-file
+    hashes ``load_manifest`` used for ``spec``; call it once the command has
+    succeeded. False when nothing was written; never raises."""
+    if observed.index is None or not observed.exists:
+        return False
+    sources = spec.cache.get("source_hashes") if spec is not None else None
+    if sources is not None and sources.path == observed.index.path:
+        sources.finish()
+        observed.index.sources = sources
+    return observed.index.save()
 
 
 def _scan_into(obs: Observed, campaign_dir: Path, temps: list | None, index: Index | None) -> None:
@@ -197,9 +356,19 @@ def _scan_into(obs: Observed, campaign_dir: Path, temps: list | None, index: Ind
         if entry.name in _RESERVED or not entry.is_dir() or entry.name.startswith("."):
             continue
         obs.set_dirs.append(entry.name)
-        for cand in _entries(entry.path):
-            if cand.name.startswith(TMP_PREFIX):
-                if temps is not None:
-                    temps.append(Path(cand.path))
-            elif cand.is_dir():
-                obs.candidates[(entry.name, cand.name)] = scan_candidate(root, entry.name, cand.name, temps, index)
+        fd = None
+        if index is not None and os.stat in os.supports_dir_fd:
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                fd = None
+        try:
+            for cand in _entries(entry.path):
+                if cand.name.startswith(TMP_PREFIX):
+                    if temps is not None:
+                        temps.append(Path(cand.path))
+                elif cand.is_dir():
+                    obs.candidates[(entry.name, cand.name)] = scan_candidate(root, entry.name, cand.name, temps, index, fd)
+        finally:
+            if fd is not None:
+                os.close(fd)

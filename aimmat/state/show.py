@@ -14,7 +14,7 @@ def status_table(spec: CampaignSpec, observed: Observed) -> dict:
         cobs = observed.candidates.get((src.set_name, src.cand_id))
         st, detail = candidate_status(cobs, spec.stages)
         sets[src.set_name][st] += 1
-        formula = cobs.record.formula if cobs and cobs.record else None
+        formula = cobs.summary.formula if cobs is not None and cobs.summary is not None else None
         row = {"set": src.set_name, "candidate": src.cand_id, "formula": formula, "status": st, "detail": detail}
         if st == "elasticready":
             o = cobs.stages["elastic"].outputs

@@ -9,21 +9,20 @@ _DONE_STATUS = {"relax": "relaxdone", "scf": "scfdone", "elastic": "elasticready
 
 
 def candidate_status(cobs: CandidateObs | None, stages: list[str]) -> tuple[str, str]:
-    """(status, detail) of one candidate from its records, walking the stages in order."""
-    if cobs is None or cobs.record is None:
+    """(status, detail) of one candidate from its records' summaries, walking the stages in order."""
+    if cobs is None or cobs.summary is None:
         return "pending", "not imported"
     status, detail = "pending", ""
     for stage in stages:
-        rec = cobs.stages.get(stage)
+        rec = cobs.summaries.get(stage)
         if rec is None or rec.status == "running":
             break
         if rec.status == "failed":
             code = f"{stage}: {rec.failure_code}"
             return ("outputpresentnotconverged" if rec.output_present else "failed"), code
         if stage == "screen":
-            if not rec.outputs.get("strict_pass", False):
-                failing = [k for k, c in rec.outputs.get("criteria", {}).items() if not c["pass"]]
-                return "screened_out", ", ".join(failing)
+            if not rec.strict_pass:
+                return "screened_out", ", ".join(rec.failed_list())
             continue
         status, detail = _DONE_STATUS[stage], ""
     return status, detail

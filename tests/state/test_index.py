@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import marshal
 import os
 import shutil
 import sqlite3
@@ -15,6 +17,7 @@ from aimmat.manifest import load_manifest
 from aimmat.plan import plan
 from aimmat.state import index as idx
 from aimmat.state.scan import save_index, scan
+from aimmat.state.summary import CandidateSummary
 from aimmat.state.show import status_table
 from tests.helpers import emt_manifest, make_emt_campaign, tree_digest
 
@@ -195,25 +198,39 @@ def test_damaged_index_is_rebuilt_silently(work, cli, damage):
 def test_rescan_reads_the_files_and_rebuilds_the_index(work, cli):
     camp, manifest = _camp(work), work / "manifest.yaml"
     cli("status", manifest)
-    # a row whose signature still matches but whose content is wrong: only --rescan can tell
-    with sqlite3.connect(camp / idx.INDEX_FILE) as conn:
-        rel = "1-element/Cu/candidate.json"
-        body = json.loads(conn.execute("SELECT body FROM records WHERE path = ?", (rel,)).fetchone()[0])
-        body["formula"] = "Zz"
-        conn.execute("UPDATE records SET body = ? WHERE path = ?", (json.dumps(body).encode(), rel))
+
+    def tamper():
+        """A row whose signature still matches but whose content is wrong: only --rescan can tell."""
+        with sqlite3.connect(camp / idx.INDEX_FILE) as conn:
+            entries = list(marshal.loads(conn.execute("SELECT recs FROM cands WHERE path = '1-element/Cu'").fetchone()[0]))
+            i = next(i for i, e in enumerate(entries) if e[0] is None)  # candidate.json's summary
+            summary = list(entries[i][2])
+            summary[CandidateSummary._fields.index("formula")] = "Zz"
+            entries[i] = (None, entries[i][1], tuple(summary))
+            conn.execute("UPDATE cands SET recs = ? WHERE path = '1-element/Cu'", (marshal.dumps(tuple(entries)),))
 
     def formula():
         return {r["candidate"]: r["formula"] for r in json.loads(cli("status", manifest, "--json")[1])["candidates"]}["Cu"]
 
+    tamper()
     assert formula() == "Zz"  # trusted: the signature matches
     code, out, _ = cli("status", manifest, "--json", "--rescan")
     assert code == 0 and {r["candidate"]: r["formula"] for r in json.loads(out)["candidates"]}["Cu"] == "Cu"
     assert formula() == "Cu"  # rebuilt from the files
     for cmd in ("diff", "evidence"):
-        with sqlite3.connect(camp / idx.INDEX_FILE) as conn:
-            conn.execute("UPDATE records SET body = ? WHERE path = ?", (json.dumps(body).encode(), rel))
+        tamper()
+        assert formula() == "Zz", cmd
         assert cli(cmd, manifest, "--rescan")[0] == 0
         assert formula() == "Cu", cmd
+    # a body (the full record) is trusted the same way, and rebuilt by --rescan
+    with sqlite3.connect(camp / idx.INDEX_FILE) as conn:
+        rel = "1-element/Cu/candidate.json"
+        body = json.loads(conn.execute("SELECT body FROM bodies WHERE path = ?", (rel,)).fetchone()[0])
+        body["formula"] = "Zz"
+        conn.execute("UPDATE bodies SET body = ? WHERE path = ?", (json.dumps(body).encode(), rel))
+    assert scan(camp).candidates[("1-element", "Cu")].record.formula == "Zz"
+    assert cli("diff", manifest, "--rescan")[0] == 0
+    assert scan(camp).candidates[("1-element", "Cu")].record.formula == "Cu"
 
 
 def test_recent_files_are_not_trusted(work, cli, monkeypatch):
@@ -224,7 +241,8 @@ def test_recent_files_are_not_trusted(work, cli, monkeypatch):
     camp, manifest = _camp(work), work / "manifest.yaml"
     cli("status", manifest)
     with sqlite3.connect(camp / idx.INDEX_FILE) as conn:
-        assert {m for (m,) in conn.execute("SELECT mtime_ns FROM records")} == {-1}
+        assert {m for (m,) in conn.execute("SELECT mtime_ns FROM bodies")} == {-1}
+        assert {m for (m,) in conn.execute("SELECT mtime_ns FROM cands")} == {-1}  # folder signatures too
     obs = scan(camp)
     assert obs.index.hits == 0
     assert obs.candidates == scan(camp, use_index=False).candidates
@@ -243,6 +261,9 @@ def test_scan_and_failed_commands_write_no_index(work, cli):
     (work / "structures/1-element/Broken.cif").unlink()
     assert cli("diff", manifest)[0] == 0
     assert set(tree_digest(camp)) == set(before) | {idx.INDEX_FILE}
+    # the index holds the records' contents: no more readable than the record files
+    record_mode = os.stat(_record_files(camp)[0]).st_mode & 0o777
+    assert os.stat(camp / idx.INDEX_FILE).st_mode & 0o777 & ~record_mode == 0
 
 
 def test_apply_writes_the_index_under_its_lock(work, cli):
@@ -252,6 +273,11 @@ def test_apply_writes_the_index_under_its_lock(work, cli):
     assert code == 0 and "relax done 1" in out
     assert idx.stats(camp)["records"] == len(_record_files(camp))
     assert scan(camp).index.hits == len(_record_files(camp))
+    # apply lists every folder (temp files), yet an apply with nothing to do rewrites no row
+    before = (camp / idx.INDEX_FILE).read_bytes()
+    code, out, _ = cli("apply", manifest, "-q", "--jobs", "1")
+    assert code == 0 and "Nothing to do" in out
+    assert (camp / idx.INDEX_FILE).read_bytes() == before
 
 
 def test_locked_index_falls_back_to_the_files(work, cli, monkeypatch):
@@ -276,3 +302,55 @@ def test_locked_index_falls_back_to_the_files(work, cli, monkeypatch):
         holder.execute("ROLLBACK")
         holder.close()
     assert scan(camp).index.hits == len(_record_files(camp)) - 1
+
+
+def test_plan_reads_summaries_and_decodes_records_only_when_asked(work, cli):
+    """A warm diff compares the packed summaries; no full record is decoded
+    (the bodies stay in the index) unless a command asks for one."""
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    assert cli("diff", manifest)[0] == 0
+    spec = load_manifest(manifest)
+    warm, plain = scan(camp), scan(camp, use_index=False)
+    assert warm.index.hits == len(_record_files(camp))
+    assert plan(spec, warm).to_json() == plan(spec, plain).to_json()
+    assert all(c._pending for c in warm.candidates.values())  # nothing was decoded by the plan
+    key = ("1-element", "Cu")
+    with sqlite3.connect(camp / idx.INDEX_FILE) as conn:  # a body gone from the index: the file answers
+        conn.execute("DELETE FROM bodies WHERE path = ?", ("1-element/Cu/relax/record.json",))
+    assert warm.candidates[key].stages["relax"].model_dump() == plain.candidates[key].stages["relax"].model_dump()
+    assert warm.candidates[key].record.model_dump() == plain.candidates[key].record.model_dump()
+    assert not warm.candidates[key]._pending
+
+
+def test_source_hashes_are_cached_by_signature(work, cli):
+    """load_manifest takes a source file's sha256 from the index while the
+    file's stat signature matches; an in-place edit that keeps size and
+    mtime still changes ctime and is hashed again; --rescan hashes all."""
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    assert cli("diff", manifest)[0] == 0
+    cif = work / "structures/1-element/Cu.cif"
+    with sqlite3.connect(camp / idx.INDEX_FILE) as conn:
+        rows = dict(conn.execute("SELECT path, sha256 FROM sources").fetchall())
+    spec = load_manifest(manifest)
+    assert rows == {str(s.file): s.sha256 for s in spec.candidates}
+    assert rows[str(cif)] == hashlib.sha256(cif.read_bytes()).hexdigest()
+    with sqlite3.connect(camp / idx.INDEX_FILE) as conn:  # a wrong hash under a matching signature is trusted ...
+        conn.execute("UPDATE sources SET sha256 = ? WHERE path = ?", ("0" * 64, str(cif)))
+    acts = {(a["cand_id"], a["stage"]): a for a in json.loads(cli("diff", manifest, "--json")[1])["actions"]}
+    assert acts[("Cu", "import")]["action"] == "rerun" and "source file sha256" in acts[("Cu", "import")]["reasons"][0]
+    code, out, _ = cli("diff", manifest, "--json", "--rescan")  # ... until --rescan hashes the files
+    assert code == 0 and json.loads(out)["has_changes"] is False
+    assert json.loads(cli("diff", manifest, "--json")[1])["has_changes"] is False  # and the rows were fixed
+    # an in-place edit, same size, mtime restored: ctime tells
+    _settle(cif)
+    before = os.stat(cif)
+    text = cif.read_text()
+    i = text.index("_cell_length_a")
+    j = text.index("\n", i)
+    old = text[i:j]
+    new = old[:-1] + ("1" if old[-1] != "1" else "2")
+    _rewrite_same_size(cif, old, new)
+    os.utime(cif, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (os.stat(cif).st_size, os.stat(cif).st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    acts = {(a["cand_id"], a["stage"]): a for a in json.loads(cli("diff", manifest, "--json")[1])["actions"]}
+    assert acts[("Cu", "import")]["action"] == "rerun"

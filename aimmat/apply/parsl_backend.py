@@ -347,25 +347,10 @@ def slurm_script(spec, campaign_dir: Path | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m aimmat.apply.parsl_backend MANIFEST``: print the Slurm job script."""
-    from aimmat.errors import AimmatError
-    from aimmat.manifest import load_manifest
+    """``python -m aimmat.apply.parsl_backend MANIFEST``: the same as ``aimmat slurm-script MANIFEST``."""
+    from aimmat.cli.main import run
 
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m aimmat.apply.parsl_backend MANIFEST", file=sys.stderr)
-        return 2
-    try:
-        spec = load_manifest(argv[0])
-        ex = spec.manifest.executor
-        if ex.kind != "parsl" or ex.provider != "slurm":
-            print(f"error: {argv[0]}: executor is not `kind: parsl` with `provider: slurm`", file=sys.stderr)
-            return 3
-        print(slurm_script(spec), end="")
-    except AimmatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+    return run(["slurm-script", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

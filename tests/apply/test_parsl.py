@@ -9,6 +9,7 @@ import copy
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -345,14 +346,20 @@ def test_slurm_script_has_declared_partition_account_walltime_launcher(tmp_path,
     assert "srun" not in script and "mpirun" not in script
 
 
-def test_slurm_script_command(tmp_path, capsys, no_slurm_commands):
+def test_slurm_script_command(tmp_path, cli, capsys, no_slurm_commands):
     path = make_emt_campaign(tmp_path, _with(emt_manifest(), SLURM))
-    assert parsl_backend.main([str(path)]) == 0
-    out = capsys.readouterr().out
+    code, out, _ = cli("slurm-script", path)
+
+    def stable(text):  # Parsl stamps the job name with the time
+        return [line for line in text.splitlines() if not re.search(r"\d{8}\.\d+", line)]
+
+    assert code == 0 and stable(out) == stable(parsl_backend.slurm_script(load_manifest(path)))
     assert "#SBATCH --partition=compute" in out and "#SBATCH --account=mat-123" in out
+    assert parsl_backend.main([str(path)]) == 0 and stable(capsys.readouterr().out) == stable(out)  # python -m ...parsl_backend
     local = make_emt_campaign(tmp_path, emt_manifest())
-    assert parsl_backend.main([str(local)]) == 3
-    assert "provider: slurm" in capsys.readouterr().err
+    code, out, err = cli("slurm-script", local)
+    assert code == 2 and out == "" and "provider: slurm" in err
+    assert not no_slurm_commands.exists()
 
 
 def test_width_follows_declared_workers():

@@ -143,6 +143,8 @@ class Index:
         self.hits = 0
         self.state = _REBUILD
         self._conn: tuple[int, sqlite3.Connection] | None = None
+        self._fetched = 0
+        self._bodies: dict[str, tuple] | None = None
         if not rescan:
             self._load()
 
@@ -197,17 +199,35 @@ class Index:
         """The bytes of a record file as read (and validated): no second serialization."""
         self.put_bodies[rel] = (rel, *sig, data)
 
+    BULK_AFTER = 256  # single-row fetches before the rest of the bodies are read in one pass
+
     def fetch(self, rel: str, sig: tuple, model):
         """The full record at ``rel`` when the index holds the body of that
-        signature, else None (the caller reads the file)."""
-        pid = os.getpid()
-        try:
-            if self._conn is None or self._conn[0] != pid:  # a connection is not shared with forked children
-                self._conn = (pid, _connect_ro(self.path))
-            got = self._conn[1].execute("SELECT size, mtime_ns, ctime_ns, ino, body FROM bodies WHERE path = ?",
-                                        (rel,)).fetchone()
-        except sqlite3.Error:
-            return None
+        signature, else None (the caller reads the file).
+
+        A few records (apply, one candidate's evidence) are looked up one by
+        one; a command that reads them all (evidence, render) switches to one
+        sequential pass over the table after ``BULK_AFTER`` lookups: one
+        B-tree lookup per record from a large file cost more than reading
+        the record file itself.
+        """
+        if self._bodies is not None:
+            got = self._bodies.pop(rel, None)
+        else:
+            pid = os.getpid()
+            try:
+                if self._conn is None or self._conn[0] != pid:  # a connection is not shared with forked children
+                    self._conn = (pid, _connect_ro(self.path))
+                self._fetched += 1
+                if self._fetched > self.BULK_AFTER:
+                    self._bodies = {r[0]: r[1:] for r in self._conn[1].execute(
+                        "SELECT path, size, mtime_ns, ctime_ns, ino, body FROM bodies")}
+                    got = self._bodies.pop(rel, None)
+                else:
+                    got = self._conn[1].execute("SELECT size, mtime_ns, ctime_ns, ino, body FROM bodies WHERE path = ?",
+                                                (rel,)).fetchone()
+            except sqlite3.Error:
+                return None
         if got is None or tuple(got[:4]) != tuple(sig):
             return None
         return decode(model, got[4])

@@ -354,3 +354,21 @@ def test_source_hashes_are_cached_by_signature(work, cli):
     assert (os.stat(cif).st_size, os.stat(cif).st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     acts = {(a["cand_id"], a["stage"]): a for a in json.loads(cli("diff", manifest, "--json")[1])["actions"]}
     assert acts[("Cu", "import")]["action"] == "rerun"
+
+
+@pytest.mark.parametrize("bulk_after", [0, 1, 10**6])
+def test_records_from_bodies_equal_files_one_by_one_or_in_bulk(work, cli, monkeypatch, bulk_after):
+    """Full records come from the index one lookup at a time, or from one
+    pass over its bodies once a command has asked for many: either way they
+    equal the files."""
+    monkeypatch.setattr(idx.Index, "BULK_AFTER", bulk_after)
+    camp, manifest = _camp(work), work / "manifest.yaml"
+    assert cli("diff", manifest)[0] == 0
+    warm, plain = scan(camp), scan(camp, use_index=False)
+    assert warm.index.hits == len(_record_files(camp))
+    for key, cobs in plain.candidates.items():
+        got = warm.candidates[key]
+        assert got.record.model_dump() == cobs.record.model_dump()
+        assert {s: r.model_dump() for s, r in got.stages.items()} == {s: r.model_dump() for s, r in cobs.stages.items()}
+        assert list(got.stages) == list(cobs.stages)  # the files' order
+    assert (warm.index._bodies is not None) == (bulk_after < len(_record_files(camp)))

@@ -15,7 +15,7 @@ from aimmat.errors import AimmatError
 from aimmat.manifest.load import CampaignSpec
 from aimmat.manifest.models import STAGES
 from aimmat.manifest.sources import CandidateSource
-from aimmat.plan.keys import STRUCTURE_SOURCE, describe_changes, import_inputs, import_key, stage_inputs, stage_key_for, structure_source
+from aimmat.plan.keys import describe_changes, import_inputs, import_key, stage_inputs, stage_key_for, structure_source
 from aimmat.state.procs import process_alive
 from aimmat.state.summary import StageSummary
 from aimmat.state.scan import CandidateObs, Observed
@@ -125,9 +125,7 @@ def plan_candidate(
     else:
         out["import"] = StageAction(s, c, "import", Action.KEEP, [], key, None, "done")
 
-    chain = spec.cache.get("chain")
-    if chain is None:
-        chain = spec.cache["chain"] = ["import"] + spec.stages + spec.ablation_stages
+    chain = _chain(spec)
     first_dft = _first_dft_stage(spec) if shortlist is not None else None
     summaries = cobs.summaries if cobs else {}
     prev = out["import"]
@@ -154,7 +152,7 @@ def _stage_action(spec, s, c, stage, gate, out, summaries, cobs, csum, replace, 
         why = shortlist.reason(c)
         if why is not None:
             return StageAction(s, c, stage, Action.BLOCKED, [why], state="not_shortlisted" if why.startswith("not") else "waiting")
-    src_stage = _STRUCTURE_SOURCE.get(stage) or structure_source(stage)
+    src_stage = structure_source(stage)
     upstream = out[src_stage]
     rec = summaries.get(stage)
     if upstream.action in PENDING:
@@ -198,7 +196,12 @@ def _stage_action(spec, s, c, stage, gate, out, summaries, cobs, csum, replace, 
     return StageAction(s, c, stage, Action.RERUN, [why], key, inputs)
 
 
-_STRUCTURE_SOURCE = dict(STRUCTURE_SOURCE)
+def _chain(spec: CampaignSpec) -> list[str]:
+    """"import", the enabled stages, the ablation screens: the order actions are listed in."""
+    chain = spec.cache.get("chain")
+    if chain is None:
+        chain = spec.cache["chain"] = ["import"] + spec.stages + spec.ablation_stages
+    return chain
 
 
 def _first_dft_stage(spec: CampaignSpec) -> str | None:
@@ -272,7 +275,7 @@ def _keep_program(spec, chain: list[str]) -> list[tuple]:
         except AimmatError:  # e.g. pw.x missing: the candidates' own keys will say so
             pass
         template = (spec.cache.get("key_template_simple") or {}).get(stage)
-        program.append((stage, _STRUCTURE_SOURCE.get(stage) or structure_source(stage), stage == "screen", template))
+        program.append((stage, structure_source(stage), stage == "screen", template))
     return program
 
 
@@ -310,8 +313,7 @@ def _plan(spec, observed, replace, target, alive) -> Plan:
     wanted = set()
     known = set(spec.stages) | set(spec.ablation_stages)
     shortlists = _shortlists(spec, observed, replace, alive)
-    chain = spec.cache.get("chain") or ["import"] + spec.stages + spec.ablation_stages
-    spec.cache["chain"] = chain
+    chain = _chain(spec)
     get = observed.candidates.get
     program = _keep_program(spec, chain) if not replace else None
     for src in spec.candidates:

@@ -68,10 +68,3 @@ class CandidateSummary(NamedTuple):
 
     def species_list(self) -> list[str]:
         return self.species.split(SEP) if self.species else []
-
-
-KINDS = {CandidateRecord: CandidateSummary, StageRecord: StageSummary}
-
-
-def summarize(rec):
-    return KINDS[type(rec)].of(rec)

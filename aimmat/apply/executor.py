@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aimmat
-from aimmat.apply import slots
+from aimmat.runtime import slots
 from aimmat.apply.backend import make_backend
 from aimmat.apply.prepare import candidate_record, new_candidates
 from aimmat.apply.runner import StageTask, TaskResult, run_task

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from ase.io import write
 from ase.optimize import BFGS, FIRE, LBFGS
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from aimmat.engines.base import EngineResult, Task
+from aimmat.engines.base import EngineResult, Remedy, Task
 
 _OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS, "LBFGS": LBFGS}
 EV_PER_A3_TO_GPA = 1.0 / units.GPa  # ASE stress is eV/A^3, tensile positive
@@ -25,6 +26,15 @@ EV_PER_A3_TO_GPA = 1.0 / units.GPa  # ASE stress is eV/A^3, tensile positive
 
 class AseEngine:
     name = "ase"
+    package = "ase"  # whose version identifies the calculator (stage keys)
+
+    @classmethod
+    def version(cls) -> str:
+        """``"<package> <version>"`` of the package that provides the calculator."""
+        try:
+            return f"{cls.package} {version(cls.package)}"
+        except PackageNotFoundError:
+            return f"{cls.package} (not installed)"
 
     def calculator(self):  # pragma: no cover - overridden
         raise NotImplementedError
@@ -32,8 +42,6 @@ class AseEngine:
     def remedy(self, code: str, overrides: dict, params: dict):
         """An optimizer that hit its step cap continues from where it stopped;
         nothing else has a known remedy."""
-        from aimmat.engines.qe.taxonomy import Remedy
-
         if code == "ionic_not_converged":
             return Remedy(dict(overrides), "restart from last structure", restart=True)
         return None

@@ -13,10 +13,16 @@ from aimmat.engines.ase_engine import AseEngine
 
 class ChgnetEngine(AseEngine):
     name = "chgnet"
+    package = "chgnet"
 
     def __init__(self, model: str = "0.3.0"):
         self.model_version = model
         self._calc = None
+
+    @classmethod
+    def from_profile(cls, profile: dict) -> "ChgnetEngine":
+        """The weights version named by the profile (default 0.3.0)."""
+        return cls(profile.get("model") or "0.3.0")
 
     def calculator(self):
         if self._calc is None:

@@ -19,6 +19,8 @@ from pymatgen.analysis.elasticity.strain import Deformation
 from aimmat.elastic import fit_elastic, strain_set
 from aimmat.elastic.strains import check_spans, lagrangian_from_deformation, matrix_to_voigt
 from aimmat.elastic.symmetry import crystal_symmetry
+from aimmat.engines.run_profile import RunProfile
+from aimmat.runtime import slots
 from aimmat.stages.base import StageOutcome
 from aimmat.stages.relax import run_engine_task
 
@@ -28,7 +30,23 @@ def _cells(structure, cfg: dict) -> tuple[list[tuple[str, np.ndarray]], dict]:
     return [("eq", np.eye(3))] + [(f"c{i:02d}", d) for i, d in enumerate(defs)], info
 
 
-def run_elastic(structure, cfg: dict, profile: dict, directory: Path, previous: StageOutcome | None) -> StageOutcome:
+def run_elastic(structure, cfg: dict, profile: dict | None, directory: Path, previous: StageOutcome | None = None) -> StageOutcome:
+    """Elastic tensor of ``structure`` from the stresses of strained cells.
+
+    Parameters
+    ----------
+    structure : pymatgen.core.Structure
+        The relaxed structure.
+    cfg : dict
+        ``magnitudes``, ``strain_set``, ``symprec``, ``fit_rms_max_gpa``,
+        ``pd_min_eigenvalue_gpa``.
+    profile : dict
+        The engine profile.
+    directory : Path
+        The attempt's folder; one subfolder per cell.
+    previous : StageOutcome, optional
+        The failed attempt before this one: its converged cells are kept.
+    """
     kpts = None
     if profile["kind"] == "qe":
         from aimmat.engines.qe.inputs import kmesh
@@ -64,9 +82,7 @@ def run_elastic(structure, cfg: dict, profile: dict, directory: Path, previous: 
     if profile["kind"] == "qe":
         # pw.x runs are separate processes: launch cells side by side, as many
         # as the campaign's core slots allow (slots.hold inside the engine).
-        from aimmat.apply import slots
-
-        width = max(1, slots.total() // int(profile.get("mpi_ranks", 1)))
+        width = max(1, slots.total() // RunProfile.from_profile(profile).ranks)
         with ThreadPoolExecutor(max_workers=width) as pool:
             cells = list(pool.map(lambda nd: run_cell(*nd), todo))
     else:  # one in-process calculator: not thread-safe

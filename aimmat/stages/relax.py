@@ -1,4 +1,5 @@
-"""Relax (cell + ions) and SCF (single point) through an engine."""
+"""Relax (cell + ions) through an engine, and the engine call with its retry
+ladder that the SCF and elastic stages share."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pymatgen.core import Structure
 from aimmat.engines import EngineResult, get_engine
 from aimmat.manifest.identity import structure_sha256
 from aimmat.stages.base import StageOutcome
+
 
 def summarize(result: EngineResult) -> dict:
     structure = Structure.from_dict(result.structure)
@@ -64,9 +66,19 @@ def run_engine_task(task: str, structure, profile: dict, directory: Path, previo
     )
 
 
-def run_relax(structure, profile: dict, directory: Path, previous: StageOutcome | None) -> StageOutcome:
+def run_relax(structure, cfg: dict, profile: dict | None, directory: Path, previous: StageOutcome | None = None) -> StageOutcome:
+    """Relax cell and ions with ``profile``'s engine.
+
+    Parameters
+    ----------
+    structure : pymatgen.core.Structure
+    cfg : dict
+        The stage's configuration (unused: everything is in the profile).
+    profile : dict
+        The engine profile.
+    directory : Path
+        The attempt's folder.
+    previous : StageOutcome, optional
+        The failed attempt before this one: its remedy and last structure.
+    """
     return run_engine_task("relax", structure, profile, directory, previous)
-
-
-def run_scf(structure, profile: dict, directory: Path, previous: StageOutcome | None = None) -> StageOutcome:
-    return run_engine_task("static", structure, profile, directory, previous)

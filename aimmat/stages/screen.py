@@ -3,6 +3,8 @@ with its value and threshold; "strict pass" means every criterion passed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aimmat.stages.base import StageOutcome
 
 
@@ -21,15 +23,32 @@ def charge_neutral(structure) -> bool:
     return bool(smact_validity(structure.composition.reduced_formula))
 
 
-def run_screen(structure, cfg: dict, prerelax_profile: dict | None = None, directory=None) -> StageOutcome:
+def run_screen(structure, cfg: dict, profile: dict | None, directory: Path | None, previous: StageOutcome | None = None) -> StageOutcome:
+    """Screen ``structure`` against ``cfg``'s criteria.
+
+    Parameters
+    ----------
+    structure : pymatgen.core.Structure
+    cfg : dict
+        Thresholds: ``min_distance_a``, ``density_min_g_cm3``,
+        ``density_max_g_cm3``, ``charge_neutral``.
+    profile : dict or None
+        The pre-relaxation profile (an ML potential); None screens the
+        structure as it is.
+    directory : Path or None
+        The attempt's folder; needed only with a pre-relaxation.
+    previous : StageOutcome, optional
+        Unused: screening has no retry ladder. Present so every stage
+        function has the same signature.
+    """
     prerelax = None
-    if prerelax_profile is not None:  # ML pre-relaxation, then the same checks on the moved structure
+    if profile is not None:  # ML pre-relaxation, then the same checks on the moved structure
         from pymatgen.core import Structure
 
         from aimmat.engines import get_engine
         from aimmat.manifest.identity import structure_sha256
 
-        res = get_engine(prerelax_profile).run(structure, prerelax_profile, "relax", directory / "prerelax")
+        res = get_engine(profile).run(structure, profile, "relax", directory / "prerelax")
         if res.structure is None:
             return StageOutcome(ok=False, failure_code=res.failure_code, message=f"pre-relaxation: {res.message}")
         structure = Structure.from_dict(res.structure)

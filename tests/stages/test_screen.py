@@ -20,7 +20,7 @@ def test_min_distance_includes_periodic_images():
 
 
 def test_nacl_passes_all():
-    out = run_screen(nacl(), CFG)
+    out = run_screen(nacl(), CFG, None, None, None)
     assert out.outputs["strict_pass"]
     assert set(out.outputs["criteria"]) == {"min_distance", "density", "charge_neutral"}
     assert out.outputs["criteria"]["density"]["value"] == pytest.approx(2.1, abs=0.15)
@@ -28,11 +28,11 @@ def test_nacl_passes_all():
 
 def test_each_criterion_can_fail():
     close = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])
-    out = run_screen(close, CFG)
+    out = run_screen(close, CFG, None, None, None)
     assert not out.outputs["criteria"]["min_distance"]["pass"] and not out.outputs["strict_pass"]
     dilute = nacl(a=12.0)
-    assert not run_screen(dilute, CFG).outputs["criteria"]["density"]["pass"]
+    assert not run_screen(dilute, CFG, None, None, None).outputs["criteria"]["density"]["pass"]
     na2cl = Structure(Lattice.cubic(5.0), ["Na", "Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0.5, 0.5]])
-    out = run_screen(na2cl, CFG)
+    out = run_screen(na2cl, CFG, None, None, None)
     assert out.outputs["criteria"]["charge_neutral"]["pass"] is False
-    assert run_screen(na2cl, {**CFG, "charge_neutral": False}).outputs["strict_pass"]
+    assert run_screen(na2cl, {**CFG, "charge_neutral": False}, None, None, None).outputs["strict_pass"]

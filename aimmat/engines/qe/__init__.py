@@ -1,1 +1,1 @@
-"""Quantum ESPRESSO pw.x engine: inputs, run, parse, taxonomy."""
+"""Quantum ESPRESSO pw.x engine: write inputs, execute, read results, remedy (taxonomy)."""

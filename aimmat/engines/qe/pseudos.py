@@ -159,3 +159,19 @@ def find_pseudo(folder: Path, element: str, files: dict[str, str], functional: s
     if not candidates:
         raise LookupError(f"no {'' if functional == 'any' else functional.upper() + ' '}pseudopotential for {element} in {folder}")
     return min(candidates)[1]
+
+
+def pseudo_folder(pseudo: dict, base: Path | None = None) -> Path:
+    """Folder of a manifest ``pseudo:`` spec: a packaged family, or ``dir`` (relative to ``base``)."""
+    if pseudo.get("family"):
+        return family_dir(pseudo["family"])
+    folder = Path(pseudo["dir"]).expanduser()
+    if not folder.is_absolute() and base is not None:
+        folder = base / folder
+    return folder
+
+
+def resolve_pseudos(pseudo: dict, elements, base: Path | None = None) -> dict[str, Path]:
+    """Element -> UPF path for a manifest ``pseudo:`` spec (the planner's job, not the engine's)."""
+    folder = pseudo_folder(pseudo, base)
+    return {el: find_pseudo(folder, el, pseudo.get("files", {}), pseudo.get("functional", "any")) for el in sorted(elements)}

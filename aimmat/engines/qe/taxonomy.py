@@ -8,8 +8,10 @@ or None when no known remedy exists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any
 
+from aimmat.engines.base import Remedy
 from aimmat.engines.qe.parse import PwOutput
 
 CODES = (
@@ -76,17 +78,29 @@ def classify(out: PwOutput | None, returncode: int | None, calculation: str, tim
     return None
 
 
-@dataclass
-class Remedy:
-    overrides: dict
-    tag: str
-    restart: bool = False  # continue from the last structure of the failed run
+def remedy(code: str, overrides: dict, profile: dict, policy: Mapping[str, Any] = DEFAULT_POLICY) -> Remedy | None:
+    """The next rung of the ladder for ``code``.
 
+    Parameters
+    ----------
+    code : str
+        Failure code from ``classify``.
+    overrides : dict
+        Overrides the failed attempt already ran with (earlier rungs).
+    profile : dict
+        Physics parameters of the run: the current ``occupations``,
+        ``mixing_beta`` and ``diagonalization`` are read from here unless
+        overridden.
+    policy : mapping
+        The retry policy (the manifest's ``retry:``); keys it lacks fall back
+        to ``DEFAULT_POLICY``.
 
-def remedy(code: str, overrides: dict, profile: dict, policy: dict | None = None) -> Remedy | None:
-    """The next rung of the ladder for ``code``, given the overrides already
-    applied and the manifest's retry policy (``retry:``)."""
-    pol = {**DEFAULT_POLICY, **(policy or profile.get("retry_policy") or {})}
+    Returns
+    -------
+    Remedy or None
+        None when the ladder has no further rung for ``code``.
+    """
+    pol = {**DEFAULT_POLICY, **(policy or {})}
     ov = dict(overrides)
     if code == "charge_wrong" and ov.get("occupations", profile["occupations"]) == "fixed":
         ov["occupations"] = "smearing"  # pw.x: 'charge is wrong: smearing is needed' (a metal)

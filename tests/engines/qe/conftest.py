@@ -5,6 +5,7 @@ import shutil
 import pytest
 from pymatgen.core import Lattice, Structure
 
+from aimmat.engines.qe.pseudos import resolve_pseudos
 from aimmat.manifest.qe_profile import QeProfile
 
 needs_pw = pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not installed (apt-get install quantum-espresso)")
@@ -20,7 +21,11 @@ BASE = {
 
 
 def profile(**kw) -> dict:
-    return QeProfile.model_validate({**BASE, **kw}).model_dump()
+    """A validated qe profile dict with its ``pseudo_files`` resolved, as the
+    executor passes it (the engine never resolves pseudopotentials itself)."""
+    d = QeProfile.model_validate({**BASE, **kw}).model_dump()
+    d["pseudo_files"] = {el: str(p) for el, p in resolve_pseudos(d["pseudo"], d["pseudo"]["files"]).items()}
+    return d
 
 
 def si(shift: float = 0.0) -> Structure:

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from aimmat.engines.qe import engine as qe_engine
+from aimmat.engines.qe import execute as qe_execute
 from aimmat.engines.qe.engine import QeEngine
 from tests.engines.qe.conftest import al, needs_pw, profile, si
 
@@ -61,7 +61,7 @@ def test_out_of_walltime(tmp_path):
 
 def test_output_truncated_by_kill(tmp_path, monkeypatch):
     # our hard timeout kills pw.x mid-run, before its own clean stop
-    monkeypatch.setattr(qe_engine, "HARD_TIMEOUT_GRACE_S", -28.0)
+    monkeypatch.setattr(qe_execute, "HARD_TIMEOUT_GRACE_S", -28.0)
     r = run(tmp_path, si(), "static", kpoints=[16, 16, 16], ecutwfc_ry=40, walltime_s=30)
     assert r.failure_code == "output_truncated"
     assert r.extra["returncode"] != 0
@@ -95,7 +95,7 @@ def test_converged_except_final_scf_from_cut_output(tmp_path):
     text = out.read_text()
     start = text.index("Final scf calculation at the relaxed structure")
     out.write_text(text[: start + 400])  # the job died during the final SCF
-    r2 = eng.read(tmp_path / "vc", si(), "relax", None, False, 1.0, (2, 2, 2))
+    r2 = eng.read_results(tmp_path / "vc", si(), "relax", None, False, 1.0, (2, 2, 2))
     assert r2.failure_code == "converged_except_final_scf"
     assert r2.structure is not None
 
@@ -109,7 +109,7 @@ def test_ionic_not_converged_from_cut_output(tmp_path):
     assert r.failure_code is None
     out = tmp_path / "rx" / "pw.out"
     out.write_text("\n".join(l for l in out.read_text().splitlines() if "bfgs converged" not in l))
-    assert eng.read(tmp_path / "rx", si(), "relax_ions", 0, False, 1.0, (2, 2, 2)).failure_code == "ionic_not_converged"
+    assert eng.read_results(tmp_path / "rx", si(), "relax_ions", 0, False, 1.0, (2, 2, 2)).failure_code == "ionic_not_converged"
 
 
 def test_damped_dynamics_convergence_is_success(tmp_path):

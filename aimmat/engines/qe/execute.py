@@ -1,0 +1,90 @@
+"""Run pw.x in a prepared folder: the second step of the file-IO split.
+
+Everything here reads the typed ``RunProfile`` (how to run), never the
+physics parameters (what to compute).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from aimmat.engines.qe.write import INPUT_NAME
+from aimmat.engines.run_profile import RunProfile
+from aimmat.errors import EnvironmentProblem
+from aimmat.runtime import slots
+
+# pw.x stops itself at 0.95 x walltime (max_seconds); the hard kill comes
+# only after this grace, for a pw.x that hangs or ignores its clock.
+HARD_TIMEOUT_GRACE_S = 60.0
+
+
+def pw_env() -> dict:
+    """Environment of a pw.x process: one thread per rank, unbuffered Fortran output."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # gfortran buffers stdout when it is a file; an MPI_ABORT (LAPACK failure
+    # in the diagonalization, say) then loses pw.x's own error message.
+    env["GFORTRAN_UNBUFFERED_PRECONNECTED"] = "y"
+    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+    env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    return env
+
+
+@lru_cache(maxsize=8)
+def pw_version(pw_command: str = "pw.x") -> str:
+    """Version string printed by pw.x (run once on an empty input, in a scratch folder)."""
+    exe = shlex.split(pw_command)[0]
+    if shutil.which(exe) is None:
+        raise EnvironmentProblem(
+            f"{exe} not found on PATH (needed by a `kind: qe` profile)",
+            fix="as root: apt-get install quantum-espresso libopenblas0-pthread (or `make setup`)",
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(shlex.split(pw_command), input="", capture_output=True, text=True, cwd=tmp, timeout=60, env=pw_env())
+    m = re.search(r"Program PWSCF v\.(\S+)", proc.stdout)
+    return f"pw.x {m.group(1)}" if m else "pw.x (unknown version)"
+
+
+def command(run: RunProfile) -> list[str]:
+    """argv of one pw.x run: the launcher with ``{ranks}`` substituted when ranks > 1."""
+    return run.argv(INPUT_NAME)
+
+
+def _execute(run: RunProfile, directory: Path) -> tuple[int, bool]:
+    """(returncode, timed_out) of pw.x in ``directory``; stdout/stderr to pw.out/pw.err."""
+    with open(directory / "pw.out", "w") as fo, open(directory / "pw.err", "w") as fe:
+        proc = subprocess.Popen(command(run), cwd=directory, stdout=fo, stderr=fe, env=pw_env(), start_new_session=True)
+        try:
+            return proc.wait(timeout=run.walltime_s + HARD_TIMEOUT_GRACE_S), False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank
+            return proc.wait(), True
+
+
+def execute(run: RunProfile, directory: Path) -> tuple[int, bool, float]:
+    """Run pw.x on ``directory/pw.in`` holding ``run.ranks`` core slots.
+
+    Returns
+    -------
+    returncode : int
+    timed_out : bool
+        True when the hard timeout killed the run.
+    wall_s : float
+        Wall time of the process, excluding the wait for slots and memory.
+    """
+    with slots.hold(run.ranks, run.min_free_mem_mb):
+        t0 = time.perf_counter()
+        rc, timed_out = _execute(run, directory)
+        wall = time.perf_counter() - t0
+    shutil.rmtree(directory / "out", ignore_errors=True)  # wavefunctions: large, never reused
+    return rc, timed_out, wall

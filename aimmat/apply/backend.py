@@ -67,7 +67,7 @@ def make_backend(jobs: int, spec=None):
     """
     executor = spec.manifest.executor if spec is not None else None
     if executor is not None and executor.kind == "parsl":
-        from aimmat.apply.parsl_backend import ParslBackend
+        from aimmat.apply.parsl import ParslBackend
 
         return ParslBackend(executor, spec.campaign_dir)
     return InlineBackend() if jobs <= 1 else ProcessPoolBackend(jobs)

@@ -184,7 +184,7 @@ def render(manifest) -> None:
 def slurm_script_cmd(manifest) -> None:
     """Print the Slurm job script Parsl would submit for one block of MANIFEST's
     executor (`kind: parsl`, `provider: slurm`). Runs no Slurm command and writes nothing."""
-    from aimmat.apply.parsl_backend import slurm_script
+    from aimmat.apply.parsl import slurm_script
     from aimmat.manifest import load_manifest
 
     spec = load_manifest(manifest)

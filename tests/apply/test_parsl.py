@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aimmat.apply import parsl_backend
+from aimmat.apply.parsl import backend as parsl_backend, config as parsl_config, slurm as parsl_slurm
 from aimmat.manifest import load_manifest
 from aimmat.state import journal
+from aimmat.state.procs import HOST
 from aimmat.state.scan import scan
 from tests.helpers import ROOT, emt_manifest, final_records, make_emt_campaign, tree_digest
 
@@ -257,7 +258,7 @@ def test_killed_apply_leaves_no_parsl_process_and_resumes(tmp_path):
 # ---------------------------------------------------------------- orphan guard
 _GUARDED = """
 import subprocess, sys, time
-from aimmat.apply.parsl_backend import start_guard
+from aimmat.apply.parsl.guard import start_guard
 child = subprocess.Popen(["sleep", "60"], start_new_session=True)  # like pw.x: its own session
 print(child.pid, flush=True)
 start_guard(sys.argv[1], open(sys.argv[1]).read(), period_s=0.1)
@@ -276,15 +277,15 @@ def test_worker_of_a_gone_apply_stops_itself_and_its_engines(how, tmp_path):
     if how == "the apply died":
         gone = subprocess.Popen(["true"])
         gone.wait()
-        lock.write_text(json.dumps({"pid": gone.pid, "host": parsl_backend.HOST, "started": "t0"}))
+        lock.write_text(json.dumps({"pid": gone.pid, "host": HOST, "started": "t0"}))
     else:
-        lock.write_text(json.dumps({"pid": os.getpid(), "host": parsl_backend.HOST, "started": "t0"}))
+        lock.write_text(json.dumps({"pid": os.getpid(), "host": HOST, "started": "t0"}))
     proc, child = _guarded_worker(lock)
     try:
         if how == "another apply took the lock":
             time.sleep(0.6)
             assert proc.poll() is None and _alive(child)  # same holder: keeps working
-            lock.write_text(json.dumps({"pid": os.getpid(), "host": parsl_backend.HOST, "started": "t1"}))
+            lock.write_text(json.dumps({"pid": os.getpid(), "host": HOST, "started": "t1"}))
         assert proc.wait(timeout=10) == -signal.SIGKILL
         deadline = time.monotonic() + 5
         while _alive(child) and time.monotonic() < deadline:
@@ -314,7 +315,7 @@ def no_slurm_commands(tmp_path, monkeypatch):
 def test_slurm_script_has_declared_partition_account_walltime_launcher(tmp_path, no_slurm_commands):
     path = make_emt_campaign(tmp_path, _with(emt_manifest(), SLURM))
     spec = load_manifest(path)
-    script = parsl_backend.slurm_script(spec)
+    script = parsl_slurm.slurm_script(spec)
     lines = script.splitlines()
     assert lines[0] == "#!/bin/bash"
     assert "#SBATCH --partition=compute" in lines
@@ -332,14 +333,14 @@ def test_slurm_script_has_declared_partition_account_walltime_launcher(tmp_path,
     assert not spec.campaign_dir.exists()
     # mpirun instead of srun, from the same declaration
     m = _with(emt_manifest(), {**SLURM, "launcher": "mpirun", "launcher_overrides": "--bind-to none"})
-    script = parsl_backend.slurm_script(load_manifest(make_emt_campaign(tmp_path, m)))
+    script = parsl_slurm.slurm_script(load_manifest(make_emt_campaign(tmp_path, m)))
     lines = script.splitlines()
     assert "WORKERCOUNT=2" in lines  # one pool per node
     assert any(line.startswith("mpirun -np $WORKERCOUNT --bind-to none ") for line in lines)
     assert "srun" not in script
     # one node per block and no launcher declared: the job script runs the pool itself
     one = {k: v for k, v in SLURM.items() if k != "launcher"} | {"nodes_per_block": 1}
-    script = parsl_backend.slurm_script(load_manifest(make_emt_campaign(tmp_path, _with(emt_manifest(), one))))
+    script = parsl_slurm.slurm_script(load_manifest(make_emt_campaign(tmp_path, _with(emt_manifest(), one))))
     lines = script.splitlines()
     assert "#SBATCH --nodes=1" in lines
     assert any(line.strip() == "CMD $COUNT &" for line in lines)  # SingleNodeLauncher's loop
@@ -353,12 +354,21 @@ def test_slurm_script_command(tmp_path, cli, capsys, no_slurm_commands):
     def stable(text):  # Parsl stamps the job name with the time
         return [line for line in text.splitlines() if not re.search(r"\d{8}\.\d+", line)]
 
-    assert code == 0 and stable(out) == stable(parsl_backend.slurm_script(load_manifest(path)))
+    assert code == 0 and stable(out) == stable(parsl_slurm.slurm_script(load_manifest(path)))
     assert "#SBATCH --partition=compute" in out and "#SBATCH --account=mat-123" in out
-    assert parsl_backend.main([str(path)]) == 0 and stable(capsys.readouterr().out) == stable(out)  # python -m ...parsl_backend
+    assert parsl_slurm.main([str(path)]) == 0 and stable(capsys.readouterr().out) == stable(out)  # python -m ...parsl.slurm
     local = make_emt_campaign(tmp_path, emt_manifest())
     code, out, err = cli("slurm-script", local)
     assert code == 2 and out == "" and "provider: slurm" in err
+    assert not no_slurm_commands.exists()
+
+
+def test_slurm_module_main_refuses_a_non_parsl_manifest(tmp_path, capsys, no_slurm_commands):
+    """`python -m aimmat.apply.parsl.slurm` on a local-executor manifest: exit 2, the CLI's message."""
+    local = make_emt_campaign(tmp_path, emt_manifest())
+    assert parsl_slurm.main([str(local)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and "provider: slurm" in err
     assert not no_slurm_commands.exists()
 
 
@@ -366,9 +376,9 @@ def test_width_follows_declared_workers():
     from aimmat.manifest.models import Manifest
 
     m = Manifest.model_validate(_with(emt_manifest(), SLURM))
-    assert parsl_backend.width(m.executor) == 3 * 2 * 8
+    assert parsl_config.width(m.executor) == 3 * 2 * 8
     m = Manifest.model_validate(_with(emt_manifest(), {**PARSL_LOCAL, "max_workers_per_node": None, "cores_per_worker": 0.5}))
-    assert parsl_backend.width(m.executor) == math.floor((os.cpu_count() or 1) / 0.5)
+    assert parsl_config.width(m.executor) == math.floor((os.cpu_count() or 1) / 0.5)
 
 
 # ---------------------------------------------------------------- bad executor blocks

@@ -4,6 +4,11 @@ PyYAML's safe loader silently keeps the last of two equal mapping keys and
 forgets line numbers once objects are built. Validation errors must name the
 line, and a duplicated profile id must be refused, so we compose the node
 tree ourselves and record ``path -> line`` while converting.
+
+Walking that tree expands aliases: a 1.5 KB "billion laughs" file of nested
+aliases would expand to billions of nodes, and ``&a [*a]`` to an infinite
+tree. So the file size is capped before parsing and the expanded size of the
+composed node graph is measured (linear in the file) before converting.
 """
 
 from __future__ import annotations
@@ -17,18 +22,19 @@ from aimmat.errors import ManifestError
 
 Path_ = tuple[Any, ...]
 
+MAX_MANIFEST_BYTES = 10 * 1024 * 1024
+# Nodes aliases may add beyond those written in the file: profiles reused a
+# few times add dozens; a billion-laughs file adds billions.
+MAX_ALIAS_EXPANSION = 100_000
+
 
 def load_yaml_with_lines(path: Path) -> tuple[Any, dict[Path_, int]]:
     """Parse ``path``; return the data and a map from key path to 1-based line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot read manifest: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    loader = yaml.SafeLoader(text)
+    loader = yaml.SafeLoader(_read_text(path))
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _check_expansion(node, path)
         lines: dict[Path_, int] = {}
         data = _convert(loader, node, (), lines, path) if node is not None else None
     except yaml.MarkedYAMLError as exc:
@@ -40,9 +46,63 @@ def load_yaml_with_lines(path: Path) -> tuple[Any, dict[Path_, int]]:
         ) from None
     except yaml.YAMLError as exc:
         raise ManifestError(f"{path}: YAML error: {exc}") from None
+    except RecursionError:  # thousands of nested [[[ or {{{: the composer recurses per level
+        raise ManifestError(f"{path}: YAML nested too deeply", fix="a manifest needs a few levels of nesting, not thousands") from None
     finally:
         loader.dispose()
     return data, lines
+
+
+def _read_text(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)  # never more than the cap, whatever the file is
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read manifest: {exc.strerror}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{path}: manifest is larger than {MAX_MANIFEST_BYTES // 2**20} MB; refused before parsing",
+                            fix="list large inputs through a source glob, not inline")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _check_expansion(root: yaml.Node, path: Path) -> None:
+    """Refuse alias cycles and aliases that expand beyond MAX_ALIAS_EXPANSION nodes."""
+    sizes: dict[int, int] = {}
+    expanded = _expanded_size(root, sizes, set(), path)
+    added = expanded - len(sizes)  # len(sizes): distinct nodes, i.e. as written in the file
+    if added > MAX_ALIAS_EXPANSION:
+        raise ManifestError(
+            f"{path}: YAML aliases expand the manifest by {added:,} nodes; aliases are limited to "
+            f"{MAX_ALIAS_EXPANSION:,} expanded nodes (nested aliases, a 'billion laughs' file?)",
+            fix="write repeated blocks out, or reuse anchors without nesting aliases of aliases",
+        )
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], path: Path) -> int:
+    """Nodes in the tree under ``node`` once aliases are expanded; memoized per node,
+    so the cost is the number of distinct nodes however large the expansion."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise ManifestError(
+            f"{path}:{node.start_mark.line + 1}: recursive YAML alias: the anchored node here contains an alias to itself",
+            fix="an alias may only refer to an anchor outside itself",
+        )
+    open_.add(key)
+    if isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    else:
+        children = []
+    total = 1 + sum(_expanded_size(c, sizes, open_, path) for c in children)
+    open_.discard(key)
+    sizes[key] = total
+    return total
 
 
 def _convert(loader: yaml.SafeLoader, node: yaml.Node, at: Path_, lines: dict, path: Path) -> Any:

@@ -8,6 +8,11 @@ Its environment then holds that scope's block (under the scope's name) and
 ``meta`` (campaign, as_of, hashes) and nothing else, with StrictUndefined:
 a number from another scope cannot be rendered, and the error names the
 template, the line and the variable.
+
+Templates are data a manifest points at, not code we trust: they render in
+Jinja's immutable sandbox (no ``__globals__``, ``__class__``, ``_private``
+attributes, no mutating methods) and can load only files inside their own
+folder, so neither an include nor a symlink reaches the rest of the disk.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import traceback
 from pathlib import Path
 
 import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from aimmat.errors import RenderError
 
@@ -29,7 +35,45 @@ _SCOPE_LINE = re.compile(r"^\{#-?\s*scope:\s*(\w+)\s*-?#\}")
 COMMENT = {".md": "<!-- {} -->", ".html": "<!-- {} -->", ".tex": "% {}", ".txt": "# {}"}
 
 
+class _Escape(Exception):
+    """An include/extends/import name that leaves the template's folder."""
+
+    def __init__(self, name: str, folder: Path):
+        super().__init__(name)
+        self.name, self.folder = name, folder
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    # resolve() follows symlinks and "..": what counts is where the bytes live
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+class _FolderLoader(jinja2.BaseLoader):
+    """Loads templates from one folder; a name resolving outside it is refused
+    (raised as _Escape, not TemplateNotFound, so it reads as a security error)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder.resolve()
+
+    def get_source(self, environment, name):
+        path = self.folder / name  # an absolute name replaces the folder: caught below
+        if not _inside(path, self.folder):
+            raise _Escape(name, self.folder)
+        if not path.is_file():
+            raise jinja2.TemplateNotFound(name)
+        return path.read_text(encoding="utf-8"), str(path), None
+
+
+def _check_confined(path: Path) -> None:
+    if not _inside(path, path.parent):
+        raise RenderError(
+            f"{path}: template resolves to {path.resolve()}, outside its folder {path.parent.resolve()}; refused",
+            fix="copy the template into that folder instead of linking to it",
+        )
+
+
 def declared_scope(path: Path) -> str:
+    _check_confined(path)  # before reading: a link out of the folder is never opened
     first = path.read_text().splitlines()[0] if path.read_text() else ""
     m = _SCOPE_LINE.match(first)
     if not m or m.group(1) not in SCOPES + (COMPOSITE,):
@@ -70,10 +114,9 @@ def md_table_to_html(text: str) -> str:
     return "\n".join(out)
 
 
-def render_template(path: Path, snapshot: dict, meta: dict, blocks: dict | None = None, figures: list | None = None) -> str:
-    scope = declared_scope(path)
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(path.parent)),
+def _environment(folder: Path) -> jinja2.Environment:
+    env = ImmutableSandboxedEnvironment(
+        loader=_FolderLoader(folder),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -83,19 +126,40 @@ def render_template(path: Path, snapshot: dict, meta: dict, blocks: dict | None 
     env.filters["f"] = _fmt
     env.filters["pct"] = lambda v, d=1: "-" if v is None else f"{100 * v:.{d}f}"
     env.filters["md_html"] = md_table_to_html
+    return env
+
+
+def _template_line(exc: BaseException, path: Path):
+    """Line in ``path`` where rendering failed (Jinja rewrites tracebacks to template lines)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return next((fs.lineno for fs in reversed(frames) if fs.filename.endswith(path.name)), "?")
+
+
+def render_template(path: Path, snapshot: dict, meta: dict, blocks: dict | None = None, figures: list | None = None) -> str:
+    scope = declared_scope(path)
+    env = _environment(path.parent)
     if scope == COMPOSITE:
         context = {"blocks": blocks or {}, "figures": figures or [], "meta": meta}
     else:
         context = {scope: snapshot["scopes"][scope], "meta": meta}
     try:
         return env.get_template(path.name).render(context)
+    except _Escape as exc:
+        raise RenderError(
+            f"{path}:{_template_line(exc, path)}: '{exc.name}' resolves outside the template folder {exc.folder}; refused",
+            fix="include or extend only templates in the same folder (no '..', absolute paths or links leading out)",
+        ) from None
+    except SecurityError as exc:
+        raise RenderError(
+            f"{path}:{_template_line(exc, path)}: blocked by the template sandbox: {exc.message}",
+            fix="templates may read their scope's values and meta, not Python internals ('_' attributes) or mutating methods",
+        ) from None
     except jinja2.UndefinedError as exc:
-        line = next((fs.lineno for fs in reversed(traceback.extract_tb(exc.__traceback__)) if fs.filename.endswith(path.name)), "?")
         other = [s for s in SCOPES if s != scope and f"'{s}'" in str(exc)]
         hint = f" ('{other[0]}' is another scope: this template reads only '{scope}')" if other else ""
-        raise RenderError(f"{path}:{line}: {exc.message}{hint}", fix="use only the declared scope's numbers, or split the template") from None
+        raise RenderError(f"{path}:{_template_line(exc, path)}: {exc.message}{hint}", fix="use only the declared scope's numbers, or split the template") from None
     except jinja2.TemplateError as exc:
-        raise RenderError(f"{path}:{getattr(exc, 'lineno', '?')}: {exc}") from None
+        raise RenderError(f"{path}:{getattr(exc, 'lineno', None) or _template_line(exc, path)}: {exc}") from None
 
 
 def sha256_text(text: str) -> str:

@@ -1,0 +1,1 @@
+"""Developer tools: static checks on the aimmat source tree."""

@@ -1,0 +1,118 @@
+"""Figures of the snapshot: PNG and PDF bytes, reproducible byte for byte,
+each read from its declared scope, and sensible when there is nothing to show."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+from matplotlib.image import imread
+
+from aimmat.evidence.figures import FIGURES, render_figures
+from aimmat.state.status import STATUSES
+
+NAMES = ("status_by_set", "failure_taxonomy", "fit_rms")
+
+
+def _status(**counts) -> dict:
+    return {st: counts.get(st, 0) for st in STATUSES}
+
+
+def _snapshot(failures=None, rows=None) -> dict:
+    failures = {"relax: not_converged": 2, "scf: scf_not_converged": 1} if failures is None else failures
+    rows = ([{"fit_rms_gpa": 0.1 * i, "pass_fit_rms": 0.1 * i <= 2.0} for i in range(1, 30)]
+            if rows is None else rows)
+    return {
+        "scopes": {
+            "public": {"generated": 10},
+            "screening": {
+                "sets": {"1-element": {"status": _status(elasticready=2, failed=1, screened_out=3)},
+                         "2-element": {"status": _status(pending=1, relaxdone=2, failed=2)}},
+                "overall": {"status": _status(), "failures": failures},
+            },
+            "validated": {"n": len(rows), "rows": rows},
+        }
+    }
+
+
+def _png(data: bytes):
+    return imread(io.BytesIO(data), format="png")
+
+
+def _red_pixels(data: bytes) -> int:
+    """Pixels of the taxonomy bars' colour (tab:red = 0.84, 0.15, 0.16)."""
+    img = _png(data)
+    return int(((img[..., 0] > 0.75) & (img[..., 1] < 0.3) & (img[..., 2] < 0.3)).sum())
+
+
+@pytest.fixture(scope="module")
+def base():
+    return render_figures(_snapshot())
+
+
+def test_every_figure_in_png_and_pdf_with_its_scope(base):
+    out = base
+    assert set(out) == {f"{n}.{e}" for n in NAMES for e in ("png", "pdf")}
+    for name, (scope, data) in out.items():
+        assert scope == FIGURES[name.rsplit(".", 1)[0]][0]
+        if name.endswith(".png"):
+            assert data.startswith(b"\x89PNG\r\n\x1a\n")
+            img = _png(data)
+            assert img.shape[:2] == (round(3.2 * 150), round(5 * 150))  # figsize x dpi
+        else:
+            assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+    assert out["status_by_set.png"][0] == "screening" and out["fit_rms.pdf"][0] == "validated"
+
+
+def test_bytes_are_identical_across_calls(base):
+    a = base
+    b = render_figures(_snapshot())
+    assert a == b
+    # no time stamp or producer version leaks into the PDF
+    for name, (_, data) in a.items():
+        if name.endswith(".pdf"):
+            assert b"CreationDate" not in data and b"ModDate" not in data
+
+
+def test_figures_show_the_data(base):
+    more = _snapshot()
+    more["scopes"]["screening"]["sets"]["1-element"]["status"]["failed"] = 7
+    changed = render_figures(more)
+    assert changed["status_by_set.png"] != base["status_by_set.png"]
+    # a figure reads only its own scope: the others are byte-identical
+    assert changed["fit_rms.png"] == base["fit_rms.png"]
+    assert changed["fit_rms.pdf"] == base["fit_rms.pdf"]
+    rows = _snapshot(rows=[{"fit_rms_gpa": 3.0, "pass_fit_rms": False}] * 4)
+    assert render_figures(rows)["fit_rms.png"] != base["fit_rms.png"]
+
+
+def test_empty_failure_taxonomy_is_drawn_as_a_message(base):
+    out = render_figures(_snapshot(failures={}))
+    scope, png = out["failure_taxonomy.png"]
+    assert scope == "screening" and png.startswith(b"\x89PNG")
+    assert png != base["failure_taxonomy.png"][1]
+    # no bars: nothing red in the picture, where the taxonomy with failures has red bars
+    assert _red_pixels(png) == 0
+    assert _red_pixels(base["failure_taxonomy.png"][1]) > 1000
+    assert out["failure_taxonomy.pdf"][1].startswith(b"%PDF-")
+
+
+def test_no_validated_candidates_still_renders():
+    # the evidence snapshot of a campaign before any elastic result: validated.n == 0
+    out = render_figures(_snapshot(rows=[]))
+    assert out["fit_rms.png"][1].startswith(b"\x89PNG") and out["fit_rms.pdf"][1].startswith(b"%PDF-")
+
+
+def test_input_snapshot_is_not_modified():
+    snap = _snapshot()
+    before = copy.deepcopy(snap)
+    render_figures(snap)
+    assert snap == before
+
+
+def test_missing_scope_is_an_error_not_a_blank_figure():
+    snap = _snapshot()
+    del snap["scopes"]["validated"]
+    with pytest.raises(KeyError):
+        render_figures(snap)

@@ -24,8 +24,8 @@ It then times, alternating, --repeat times and keeping the minimum:
   cold  exactly what `aimmat diff` does in-process when the campaign has no
         index (<campaign>/.aimmat-index.sqlite deleted first): load_manifest
         (glob + sha256 of every source) -> scan (parses every record) ->
-        new_candidates -> plan -> save_index (writes the index, as the CLI
-        does after a successful diff);
+        prepare (new candidates, resolve) -> plan. diff writes nothing; the
+        index is then written untimed, as the next apply does;
   warm  the same with a valid index: scan stats every record file and folder
         and takes the parsed records from the index.
 
@@ -60,16 +60,19 @@ from ase.build import bulk
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from aimmat.apply.prepare import new_candidates
+from aimmat.apply.prepare import prepare
+from aimmat.identity import sha256_json, structure_sha256
 from aimmat.manifest import load_manifest
-from aimmat.manifest.identity import sha256_json, structure_sha256
 from aimmat.manifest.sources import read_structure
-from aimmat.plan import plan
-from aimmat.plan.keys import import_inputs, stage_inputs
-from aimmat.plan.plan import Action
+from aimmat.plan import Action, plan
+from aimmat.resolve import resolve
+from aimmat.runtime.gcpause import gc_paused
+from aimmat.state.index import RACY_NS
+from aimmat.state.index_write import save_index
+from aimmat.state.layout import INDEX_FILE
 from aimmat.state.records import Attempt, CandidateRecord, StageRecord
-from aimmat.state.index import INDEX_FILE, RACY_NS
-from aimmat.state.scan import save_index, scan
+from aimmat.state.scan import scan
+from aimmat.state.source_hashes import SourceHashes
 
 SET = "1-element"
 STAGES = ("screen", "relax", "scf")
@@ -134,8 +137,9 @@ def build(root: Path, n: int) -> tuple[Path, list[Path]]:
     manifest = root / "manifest.yaml"
     write(manifest, MANIFEST)
     spec = load_manifest(manifest)  # the same source resolution (glob + sha256) diff does
+    res = resolve(spec)
     relax_out = relaxed_outputs()
-    scf_text = stage_record("scf", stage_inputs(spec, "scf", relax_out["structure_sha256"]), relax_out)
+    scf_text = stage_record("scf", res.recipes["scf"].inputs(relax_out["structure_sha256"]), relax_out)
     screen_out = {"criteria": {
         "min_distance": {"pass": True, "value": 2.545584, "threshold": 0.5, "unit": "A"},
         "density": {"pass": True, "value": 9.1, "threshold": [0.5, 25.0], "unit": "g/cm3"},
@@ -147,7 +151,7 @@ def build(root: Path, n: int) -> tuple[Path, list[Path]]:
     for src in spec.candidates:
         s = source_structure(int(src.cand_id[1:]))
         sha = structure_sha256(s)
-        inputs = import_inputs(src)
+        inputs = res.import_inputs(src)
         crec = CandidateRecord(set_name=src.set_name, cand_id=src.cand_id, formula="Cu", key=sha256_json(inputs),
                                key_inputs=inputs, structure=s.as_dict(), structure_sha256=sha,
                                provenance=src.provenance(), **counts)
@@ -155,8 +159,8 @@ def build(root: Path, n: int) -> tuple[Path, list[Path]]:
         for stage in STAGES:
             (cdir / stage).mkdir(parents=True)
         write(cdir / "candidate.json", crec.model_dump_json())
-        write(cdir / "screen" / "record.json", stage_record("screen", stage_inputs(spec, "screen", sha), screen_out))
-        write(cdir / "relax" / "record.json", stage_record("relax", stage_inputs(spec, "relax", sha), relax_out))
+        write(cdir / "screen" / "record.json", stage_record("screen", res.recipes["screen"].inputs(sha), screen_out))
+        write(cdir / "relax" / "record.json", stage_record("relax", res.recipes["relax"].inputs(sha), relax_out))
         write(cdir / "scf" / "record.json", scf_text)
         paths += [cdir / "candidate.json"] + [cdir / st / "record.json" for st in STAGES]
     for src in spec.candidates[:3]:  # the synthetic structure is what the parser reads from the file
@@ -189,30 +193,35 @@ def evict(paths: list[Path]) -> None:
             os.close(fd)
 
 
-PHASES = ("load", "scan", "new", "plan", "save")
+PHASES = ("load", "scan", "prepare", "plan")
 
 
 def diff(manifest: Path, phases: dict | None = None):
     """What `aimmat diff MANIFEST` computes, without formatting the output;
-    ``phases`` receives the seconds each step took."""
+    ``phases`` receives the seconds each step took. Returns (new candidates,
+    plan, what to save: the scan's index and the source hashes)."""
     t0 = time.perf_counter()
-    spec = load_manifest(manifest)
+    spec = load_manifest(manifest, source_hashes=lambda cdir: SourceHashes(cdir))
     t1 = time.perf_counter()
     observed = scan(spec.campaign_dir)
     t2 = time.perf_counter()
-    new = new_candidates(spec, observed, generate=False)
+    prepared = prepare(spec, observed, generate=False, progress=False)
     t3 = time.perf_counter()
-    p = plan(spec, observed)
+    with gc_paused():
+        p = plan(prepared.resolved, observed)
     t4 = time.perf_counter()
-    save_index(observed, spec)
-    t5 = time.perf_counter()
     if phases is not None:
-        phases.update(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)))
+        phases.update(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
         phases["hits"] = observed.index.hits if observed.index else 0
-    return new, p
+    return prepared.incoming, p, (observed.index, spec.source_hashes)
 
 
-def check_up_to_date(new: dict, p, n: int) -> None:
+def refresh_index(result) -> None:
+    """Write the index from a diff's scan, as the next apply does (untimed)."""
+    save_index(*result[2])
+
+
+def check_up_to_date(new: dict, p, n: int, _saved=None) -> None:
     bad = {a.value: p.count(a) for a in Action if a != Action.KEEP and p.count(a)}
     keep = p.count(Action.KEEP)
     if new or bad or keep != n * (1 + len(STAGES)):
@@ -234,8 +243,10 @@ def measure(manifest: Path, paths: list[Path], n: int, repeat: int, all_caches: 
                 src.read_bytes()
     read_all(paths)  # warm-up passes, untimed
     index.unlink(missing_ok=True)
-    check_up_to_date(*diff(manifest), n)  # cold: writes the index
-    check_up_to_date(*diff(manifest), n)  # warm
+    first = diff(manifest)  # cold
+    check_up_to_date(*first[:2], n)
+    refresh_index(first)
+    check_up_to_date(*diff(manifest)[:2], n)  # warm
     t_read, t_cold, t_warm, t_cread = [], [], [], []
     for _ in range(repeat):
         evict(paths)
@@ -247,8 +258,9 @@ def measure(manifest: Path, paths: list[Path], n: int, repeat: int, all_caches: 
         t_read.append(time.perf_counter() - t0)
         index.unlink()
         t0 = time.perf_counter()
-        diff(manifest)
+        cold = diff(manifest)
         t_cold.append(time.perf_counter() - t0)
+        refresh_index(cold)
         phases = {}
         t0 = time.perf_counter()
         diff(manifest, phases)

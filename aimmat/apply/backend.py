@@ -3,7 +3,7 @@
 ``InlineBackend`` runs in this process (``--jobs 1``); ``ProcessPoolBackend``
 runs tasks in forked workers that die with their parent, so a killed apply
 leaves no worker writing records behind its back. ``executor: {kind: parsl}``
-selects ``aimmat.apply.parsl_backend.ParslBackend`` (local workers or Slurm).
+selects ``aimmat.apply.parsl.ParslBackend`` (local workers or Slurm).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class ProcessPoolBackend:
         import aimmat.engines.emt  # noqa: F401
         import aimmat.stages.elastic  # noqa: F401
         import aimmat.stages.relax  # noqa: F401
+        import aimmat.stages.scf  # noqa: F401
         import aimmat.stages.screen  # noqa: F401
 
         threads = max(1, (os.cpu_count() or 1) // jobs)

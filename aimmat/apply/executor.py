@@ -1,34 +1,45 @@
-"""Execute a plan: dependency order, one task per candidate at a time.
+"""Execute the plan: dependency order, one task per candidate at a time.
 
-After each finished task the candidate is planned again from its fresh
-records, so a stage whose upstream reran to an identical result is kept,
-and a screen that fails blocks what follows.
+Apply runs in passes. A pass scans once, plans once (the same ``plan``
+diff prints) and computes each ranked set's shortlist once; its pending
+candidates form the queue. After each finished task only that candidate is
+read again and planned against the pass's shortlists, so a stage whose
+upstream reran to an identical result is kept and a failed screen blocks
+what follows. A candidate that reaches a shortlist still waiting for other
+screens goes on in the next pass. Apply is the only writer of the campaign
+folder, and the record index is refreshed here, under the lock.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aimmat
-from aimmat.runtime import slots
 from aimmat.apply.backend import make_backend
-from aimmat.apply.prepare import candidate_record, new_candidates
-from aimmat.apply.runner import StageTask, TaskResult, run_task
+from aimmat.apply.prepare import prepare
+from aimmat.apply.progress import Progress
+from aimmat.apply.render_step import render
+from aimmat.apply.prune import prune as prune_orphans
+from aimmat.apply.reconcile import reconcile_journal
+from aimmat.apply.runner import TaskResult, run_task
+from aimmat.apply.tasks import make_task
 from aimmat.manifest.load import CampaignSpec
-from aimmat.plan.keys import is_screen, qe_cutoffs, qe_pseudo_files, structure_source
-from aimmat.plan.plan import Action, Plan, StageAction, plan, plan_candidate, set_shortlist
+from aimmat.plan.actions import Action, Plan, StageAction
+from aimmat.plan.candidate import plan_candidate
+from aimmat.plan.plan import plan
+from aimmat.plan.shortlist import shortlists
+from aimmat.runtime import slots
+from aimmat.runtime.gcpause import gc_paused
 from aimmat.state import journal
 from aimmat.state.atomic import write_json_atomic
+from aimmat.state.index_write import save_index
+from aimmat.state.layout import CAMPAIGN_FILE
 from aimmat.state.lock import CampaignLock
-from aimmat.state.records import record_elements
-from aimmat.state.scan import CAMPAIGN_FILE, Observed, scan, scan_candidate
+from aimmat.state.scan import Observed, scan, scan_candidate
 
 
 @dataclass
@@ -38,6 +49,8 @@ class ApplySummary:
     kept: int = 0
     blocked: int = 0
     pruned: list[str] = field(default_factory=list)
+    passes: int = 0
+    rendered: dict | None = None  # the render lock, when apply rendered
     wall_s: float = 0.0
 
     @property
@@ -45,221 +58,124 @@ class ApplySummary:
         return sum(self.ran.values())
 
 
-class Progress:
-    """One status line on a terminal, one line per finished task otherwise."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.done: Counter = Counter()
-        self.running: Counter = Counter()
-        self.failed = 0
-
-    def _line(self) -> str:
-        order = {s: i for i, s in enumerate(["import", "screen", "relax", "scf", "elastic"])}
-        stages = sorted(set(self.done) | set(self.running), key=lambda s: (order.get(s, 9), s))
-        parts = [f"{s} {self.done[s]}" + (f" (+{self.running[s]} running)" if self.running[s] else "") for s in stages]
-        return "apply: " + " | ".join(parts) + (f" | failed {self.failed}" if self.failed else "")
-
-    def start(self, stage: str) -> None:
-        self.running[stage] += 1
-        if self.enabled and self.tty:
-            print("\r" + self._line(), end="", file=sys.stderr, flush=True)
-
-    def finish(self, res: TaskResult) -> None:
-        self.running[res.stage] -= 1
-        self.done[res.stage] += 1
-        self.failed += res.status == "failed"
-        if not self.enabled:
-            return
-        if self.tty:
-            print("\r" + self._line() + "\033[K", end="", file=sys.stderr, flush=True)
-        else:
-            tail = f" ({res.failure_code})" if res.failure_code else ""
-            print(f"  {res.stage:8s} {res.set_name}/{res.cand_id}: {res.status}{tail}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            print(file=sys.stderr)
-
-
-def _reconcile_journal(campaign_dir: Path, observed: Observed) -> None:
-    """Close journal entries a crash left open, from what the records say."""
-    events = journal.read(campaign_dir)
-    open_ = journal.open_attempts(events)
-    started = {k for k in ((e.get("set"), e.get("cand"), e.get("stage"), e.get("attempt")) for e in events if e["event"] == "stage_start")}
-    for (s, c), cobs in observed.candidates.items():
-        for stage, rec in cobs.stages.items():
-            for att in rec.attempts:
-                k = (s, c, stage, att.n)
-                if att.status == "running" and k not in started:
-                    journal.append(campaign_dir, "stage_start", set=s, cand=c, stage=stage, key=att.key, attempt=att.n, recovered=True)
-                    open_[k] = {}
-                if k not in open_:
-                    continue
-                if att.status == "running":
-                    journal.append(campaign_dir, "stage_interrupted", set=s, cand=c, stage=stage, key=att.key, attempt=att.n)
-                elif att.status == "done":
-                    journal.append(campaign_dir, "stage_done", set=s, cand=c, stage=stage, key=att.key, attempt=att.n, recovered=True)
-                else:
-                    final = rec.status == "failed" and att.n == rec.attempts[-1].n
-                    journal.append(campaign_dir, "stage_failed", set=s, cand=c, stage=stage, key=att.key, attempt=att.n, failure_code=att.failure_code, final=final, recovered=True)
-                open_.pop(k)
-    for k in open_:  # started in the journal, never reached a record
-        journal.append(campaign_dir, "stage_interrupted", set=k[0], cand=k[1], stage=k[2], attempt=k[3], key=open_[k].get("key", ""))
-
-
-def _task(spec: CampaignSpec, a: StageAction, cobs, imports) -> StageTask:
-    base = dict(campaign_dir=str(spec.campaign_dir), set_name=a.set_name, cand_id=a.cand_id, stage=a.stage, key=a.key, key_inputs=a.key_inputs)
-    if a.stage == "import":
-        rec = imports.get((a.set_name, a.cand_id)) or candidate_record(spec, _source_of(spec, a))
-        return StageTask(**base, candidate=rec.model_dump(mode="json"))
-    cfg = spec.stage_config(a.stage)
-    screen = is_screen(a.stage)
-    structure = cobs.record.structure if structure_source(a.stage) == "import" else cobs.stages["relax"].outputs["structure"]
-    if screen:
-        profile = spec.manifest.profiles[cfg.prerelax_profile].model_dump() if cfg.prerelax_profile else None
-    else:
-        profile = spec.manifest.profiles[cfg.profile].model_dump()
-    if profile:
-        profile["retry_policy"] = spec.manifest.retry.model_dump(exclude={"max_attempts"})
-    if profile and profile["kind"] == "qe":  # the exact files the key hashed, as absolute paths
-        elements = record_elements(cobs.record)
-        files = qe_pseudo_files(spec, cfg.profile, elements)
-        profile["pseudo_files"] = {el: str(p) for el, p in files.items()}
-        if profile["ecutwfc_ry"] is None:
-            profile["ecutwfc_ry"], profile["ecutrho_ry"] = qe_cutoffs(spec, cfg.profile, elements)
-        if a.key_inputs.get("metallic"):  # the relaxation's bands cross E_F: denser mesh
-            profile["kspacing_per_a"] = profile["kspacing_metal_per_a"]
-    return StageTask(**base, structure=structure, stage_cfg=cfg.model_dump(), profile=profile, max_attempts=spec.manifest.retry.max_attempts)
-
-
-def _source_of(spec: CampaignSpec, a: StageAction):
-    return next(s for s in spec.candidates if (s.set_name, s.cand_id) == (a.set_name, a.cand_id))
-
-
-def _set_shortlist(spec: CampaignSpec, set_name: str):
-    return set_shortlist(spec, set_name, lambda src: scan_candidate(spec.campaign_dir, src.set_name, src.cand_id))
-
-
-def _first_runnable(actions: list[StageAction]) -> StageAction | None:
-    """The first pending action whose upstream stages are done: the main
-    chain in order, then ablation screens (which depend on the import only)."""
-    main = [a for a in actions if not a.stage.startswith("ablation-")]
-    for a in main:
+def _first_runnable(actions: list[StageAction], gates: dict[str, bool]) -> StageAction | None:
+    """The first pending action whose upstream stages are done: the gating
+    chain in order, then variants (which depend on the import only)."""
+    chain = [a for a in actions if gates.get(a.stage, True)]
+    for a in chain:
         if a.action in (Action.CREATE, Action.RERUN):
             return a
         if not (a.action == Action.KEEP and a.state == "done"):
             break
-    imported = actions[0].action == Action.KEEP and actions[0].state == "done"
-    for a in actions:
-        if imported and a.stage.startswith("ablation-") and a.action in (Action.CREATE, Action.RERUN):
-            return a
+    if actions[0].action == Action.KEEP and actions[0].state == "done":  # imported
+        for a in actions:
+            if not gates.get(a.stage, True) and a.action in (Action.CREATE, Action.RERUN):
+                return a
     return None
 
 
-def _prune(spec: CampaignSpec, orphans: list[StageAction]) -> list[str]:
-    removed = []
-    for o in orphans:
-        if o.stage == "set":
-            path = spec.campaign_dir / o.set_name
-        elif o.stage == "candidate":
-            path = spec.campaign_dir / o.set_name / o.cand_id
-        else:
-            path = spec.campaign_dir / o.set_name / o.cand_id / o.stage
-        if path.exists():
-            shutil.rmtree(path)
-            journal.append(spec.campaign_dir, "pruned", path=str(path.relative_to(spec.campaign_dir)), reason="; ".join(o.reasons))
-            removed.append(str(path.relative_to(spec.campaign_dir)))
-    return removed
+def _observe(cdir, rescan: bool = False) -> Observed:
+    # apply holds the lock: no running record is alive, whatever it says
+    return scan(cdir, probe_alive=False, rescan=rescan)
 
 
-def apply(
-    spec: CampaignSpec,
-    *,
-    jobs: int = 1,
-    target: tuple[str, str | None] | None = None,
-    replace: frozenset[str] = frozenset(),
-    prune: bool = False,
-    progress: bool = True,
-    cores: int | None = None,
-) -> tuple[ApplySummary, Plan]:
+def apply(spec: CampaignSpec, *, jobs: int = 1, target: tuple[str, str | None] | None = None,
+          replace: frozenset[str] = frozenset(), prune: bool = False, progress: bool = True,
+          cores: int | None = None, render_command: list[str] | None = None,
+          rescan: bool = False) -> tuple[ApplySummary, Plan]:
+    """Make the campaign folder match ``spec``. ``render_command``: render
+    the manifest's targets last (recorded as the command in the render lock).
+    ``rescan``: read every record file and rebuild the record index."""
     t0 = time.perf_counter()
     cdir = spec.campaign_dir
     # Validate every input before the first write (exit 3, folder untouched).
-    observed = scan(cdir)
-    imports = new_candidates(spec, observed)
+    prepared = prepare(spec, scan(cdir, probe_alive=False), progress=progress)
+    res = prepared.resolved
     summary = ApplySummary()
     cdir.mkdir(parents=True, exist_ok=True)
     with CampaignLock(cdir):
         journal.repair_tail(cdir)
-        observed = scan(cdir, temp_files=True)
+        observed = scan(cdir, temp_files=True, probe_alive=False)
         for tmp in observed.temp_files:  # half-written files of a killed apply
             tmp.unlink(missing_ok=True)
-        _reconcile_journal(cdir, observed)
+        reconcile_journal(cdir, observed)
         journal.append(cdir, "apply_start", manifest_sha256=spec.sha256, aimmat=aimmat.__version__, pid=os.getpid())
-        initial = plan(spec, observed, replace=replace, target=target, alive=lambda rec: False)
+        with gc_paused():
+            lists = shortlists(res, observed, replace)
+            current = plan(res, observed, replace=replace, target=target, lists=lists)
         if prune:
-            summary.pruned = _prune(spec, initial.orphans)
-        srcs = {(s.set_name, s.cand_id): s for s in spec.candidates}
-        queue = list(dict.fromkeys((a.set_name, a.cand_id) for a in initial.actions if a.pending))
-        replace_left = {k: set(replace) for k in queue}
+            summary.pruned = prune_orphans(cdir, current.orphans)
         slots.init(cores or os.cpu_count() or 1)  # before the pool forks: shared by all workers
         backend = make_backend(jobs, spec)
-        width = getattr(backend, "width", jobs)  # a Parsl backend: its worker slots
-        prog = Progress(progress)
-        inflight = {}
-
-        ranked = {c.name for c in spec.manifest.candidate_sets if c.rank is not None and c.rank.top_k is not None}
-        gate_stage = next((st for st in spec.stages if st != "screen"), None)
-
-        def schedule(cand) -> None:
-            cobs = scan_candidate(cdir, *cand)
-            acts = plan_candidate(spec, srcs[cand], cobs, replace=frozenset(replace_left[cand]), alive=lambda rec: False)
-            a = _first_runnable(acts)
-            if a is not None and cand[0] in ranked and a.stage == gate_stage:
-                acts = plan_candidate(spec, srcs[cand], cobs, replace=frozenset(replace_left[cand]),
-                                      alive=lambda rec: False, shortlist=_set_shortlist(spec, cand[0]))
-                a = _first_runnable(acts)
-            if a is None:
-                return
-            replace_left[cand].discard(a.stage)
-            prog.start(a.stage)
-            inflight[backend.submit(run_task, _task(spec, a, cobs, imports))] = cand
-
         try:
-            for _pass in range(len(spec.stages) + 2):
-                while queue or inflight:
-                    while queue and len(inflight) < max(1, width):
-                        schedule(queue.pop(0))
-                    if not inflight:
-                        continue
-                    done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        cand = inflight.pop(fut)
-                        res = fut.result()
-                        prog.finish(res)
-                        summary.ran[(res.stage, res.status)] += 1
-                        if res.status == "failed":
-                            summary.failed.append(res)
-                        if res.status == "lost":  # its worker died: the record stays `running`, the next apply resumes it
-                            continue
-                        queue.insert(0, cand)  # continue this candidate's chain first
-                if not ranked:
-                    break
-                # a set's shortlist resolves once all its candidates are screened:
-                # plan again and continue the candidates it lets through
-                again = plan(spec, scan(cdir), target=target, alive=lambda rec: False)
-                queue = list(dict.fromkeys((a.set_name, a.cand_id) for a in again.actions if a.pending))
-                if not queue:
-                    break
+            _run_passes(res, prepared, backend, max(1, jobs), current, lists, replace, target, summary, Progress(progress))
         finally:
-            prog.close()
             backend.shutdown()
-        final = plan(spec, scan(cdir), target=target, alive=lambda rec: False)
+        observed = _observe(cdir, rescan)
+        with gc_paused():
+            final = plan(res, observed, target=target)
         summary.kept = final.count(Action.KEEP)
         summary.blocked = final.count(Action.BLOCKED)
-        write_json_atomic(cdir / CAMPAIGN_FILE, {"manifest_sha256": spec.sha256, "manifest": str(spec.path), "aimmat": aimmat.__version__, "applied": journal.now_iso()})
+        save_index(observed.index, spec.source_hashes)
+        write_json_atomic(cdir / CAMPAIGN_FILE, {"manifest_sha256": spec.sha256, "manifest": str(spec.path),
+                                                 "aimmat": aimmat.__version__, "applied": journal.now_iso(),
+                                                 "environment": dict(res.environment)})
         journal.append(cdir, "apply_end", ran=summary.n_ran, failed=len(summary.failed))
+        if render_command is not None and spec.manifest.render:  # the manuscript follows the records it reports
+            summary.rendered = render(spec, render_command)
     summary.wall_s = time.perf_counter() - t0
     return summary, final
+
+
+def _run_passes(res, prepared, backend, jobs: int, current: Plan, lists: dict, replace, target, summary: ApplySummary,
+                prog: Progress) -> None:
+    cdir = res.campaign_dir
+    srcs = {(s.set_name, s.cand_id): s for s in res.spec.candidates}
+    queue = current.pending_candidates()
+    replace_left = {k: set(replace) for k in queue}
+    width = max(1, getattr(backend, "width", jobs))  # a Parsl backend: its worker slots
+    inflight: dict = {}
+    gates = {name: r.stage.gates for name, r in res.recipes.items()}
+
+    def schedule(cand) -> None:
+        cobs = scan_candidate(cdir, *cand)  # only this candidate is read again
+        acts = plan_candidate(res, srcs[cand], cobs, replace=frozenset(replace_left.get(cand, ())),
+                              shortlist=lists.get(cand[0]))
+        a = _first_runnable(acts, gates)
+        if a is None:
+            return
+        replace_left.get(cand, set()).discard(a.stage)
+        prog.start(a.stage)
+        inflight[backend.submit(run_task, make_task(res, a, cobs, prepared))] = cand
+
+    try:
+        for _pass in range(len(res.recipes) + 2):
+            summary.passes += 1
+            while queue or inflight:
+                while queue and len(inflight) < width:
+                    schedule(queue.pop(0))
+                if not inflight:
+                    continue
+                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    cand = inflight.pop(fut)
+                    r = fut.result()
+                    prog.finish(r)
+                    summary.ran[(r.stage, r.status)] += 1
+                    if r.status == "failed":
+                        summary.failed.append(r)
+                    if r.status == "lost":  # its worker died: the record stays `running`, the next apply resumes it
+                        continue
+                    queue.insert(0, cand)  # continue this candidate's chain first
+            if not res.ranked:
+                break
+            # a set's shortlist resolves once all its candidates are screened:
+            # one scan and one plan, and the candidates it lets through go on
+            observed = _observe(cdir)
+            with gc_paused():
+                lists = shortlists(res, observed)
+                queue = plan(res, observed, target=target, lists=lists).pending_candidates()
+            if not queue:
+                break
+    finally:
+        prog.close()

@@ -20,8 +20,9 @@ from aimmat.state import journal
 from aimmat.state.atomic import write_json_atomic
 from aimmat.state.procs import HOST, pid_start_tick
 from aimmat.state.records import Attempt, CandidateRecord, StageRecord
-from aimmat.state.scan import CANDIDATE_FILE, RECORD_FILE, read_stage_record
-from aimmat.stages.base import StageOutcome, run_stage_fn
+from aimmat.state.layout import CANDIDATE_FILE, RECORD_FILE
+from aimmat.state.scan import read_stage_record
+from aimmat.stages.base import StageOutcome, load_stage_fn
 
 
 @dataclass
@@ -32,6 +33,7 @@ class StageTask:
     stage: str
     key: str
     key_inputs: dict
+    run: str | None = None  # "module:function" of the stage (aimmat.manifest.stage_table)
     structure: dict | None = None
     stage_cfg: dict | None = None
     profile: dict | None = None
@@ -91,6 +93,7 @@ def _run_stage(task: StageTask) -> TaskResult:
     elif resumed:
         intervention = "resume after interruption"
     structure = Structure.from_dict(task.structure)
+    fn = load_stage_fn(task.run)
     pid, tick = os.getpid(), pid_start_tick(os.getpid())
 
     while True:
@@ -104,7 +107,7 @@ def _run_stage(task: StageTask) -> TaskResult:
         _ev(task, "stage_start", attempt=n, intervention=intervention)
         t0 = time.perf_counter()
         try:
-            outcome = run_stage_fn(task.stage, structure, task.stage_cfg or {}, task.profile, adir, previous)
+            outcome = fn(structure, task.stage_cfg or {}, task.profile, adir, previous)
         except Exception as exc:  # a bug or an engine crash: recorded, never swallowed silently
             outcome = StageOutcome(ok=False, failure_code="crash", message=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
         att.ended, att.wall_s = _now(), round(time.perf_counter() - t0, 3)

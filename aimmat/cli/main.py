@@ -55,9 +55,18 @@ def cli(debug: bool) -> None:
 @cli.command()
 def schema() -> None:
     """Print the JSON Schema of the manifest."""
-    from aimmat.manifest.models import Manifest
+    from aimmat.manifest.models import manifest_model
 
-    click.echo(json.dumps(Manifest.model_json_schema(), indent=2))
+    click.echo(json.dumps(manifest_model().model_json_schema(), indent=2))
+
+
+def _load(manifest: str, rescan: bool = False):
+    """The manifest, its source files hashed through the campaign index's
+    cache (``--rescan``: hash every file)."""
+    from aimmat.manifest import load_manifest
+    from aimmat.state.source_hashes import SourceHashes
+
+    return load_manifest(manifest, source_hashes=lambda cdir: SourceHashes(cdir, rescan=rescan))
 
 
 @cli.command()
@@ -67,26 +76,27 @@ def schema() -> None:
 @click.option("--target", help="Restrict to SET or SET/CANDIDATE.")
 @click.option("--replace", multiple=True, help="Show STAGE as forced to rerun.")
 @click.option("-v", "--verbose", is_flag=True, help="List kept stages too.")
-@click.option("--rescan", is_flag=True, help="Ignore the record index, read every record file and rebuild the index.")
+@click.option("--rescan", is_flag=True, help="Ignore the record index and read every record file (the index is refreshed by the next apply).")
 def diff(manifest, as_json, exit_code, target, replace, verbose, rescan) -> None:
-    """Show what differs between MANIFEST and its campaign folder, and why."""
-    from aimmat.apply.prepare import new_candidates
-    from aimmat.manifest import load_manifest
+    """Show what differs between MANIFEST and its campaign folder, and why. Writes nothing."""
+    from aimmat.apply.prepare import prepare
     from aimmat.plan import plan
     from aimmat.plan.show import format_plan
-    from aimmat.state.scan import save_index, scan
+    from aimmat.runtime.gcpause import gc_paused
+    from aimmat.state.scan import scan
 
-    spec = load_manifest(manifest, rescan=rescan)
+    spec = _load(manifest, rescan)
     tgt = _parse_target(target)
     _check_target(spec, tgt)
     observed = scan(spec.campaign_dir, rescan=rescan)
-    new_candidates(spec, observed, generate=False)  # parse new structure files: bad ones are exit 3 here too
-    p = plan(spec, observed, replace=_check_replace(spec, replace), target=tgt)
+    # new structure files are parsed here too (a bad one is exit 3); generated ones are not sampled
+    prepared = prepare(spec, observed, generate=False, progress=False)
+    with gc_paused():
+        p = plan(prepared.resolved, observed, replace=_check_replace(spec, replace), target=tgt)
     if as_json:
         click.echo(json.dumps(p.to_json(), indent=1))
     else:
         click.echo(format_plan(p, verbose=verbose))
-    save_index(observed, spec)  # only once the command has succeeded: a failed diff writes nothing
     if exit_code and p.has_changes:
         sys.exit(EXIT_CHANGES_PENDING)
 
@@ -99,16 +109,18 @@ def diff(manifest, as_json, exit_code, target, replace, verbose, rescan) -> None
 @click.option("--prune", is_flag=True, help="Delete orphans (folders not in the manifest).")
 @click.option("--cores", type=click.IntRange(1, 4096), default=None, help="Core slots for engine processes (pw.x ranks) across all jobs [default: number of cores].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def apply(manifest, jobs, target, replace, prune, cores, quiet) -> None:
+@click.option("--rescan", is_flag=True, help="Hash every source file and read every record file; rebuild the record index.")
+def apply(manifest, jobs, target, replace, prune, cores, quiet, rescan) -> None:
     """Make the campaign folder match MANIFEST."""
     from aimmat.apply.executor import apply as run_apply
-    from aimmat.manifest import load_manifest
     from aimmat.plan.show import summary_line
 
-    spec = load_manifest(manifest)
+    spec = _load(manifest, rescan)
     tgt = _parse_target(target)
     _check_target(spec, tgt)
-    summary, final = run_apply(spec, jobs=jobs, target=tgt, replace=_check_replace(spec, replace), prune=prune, progress=not quiet, cores=cores)
+    summary, final = run_apply(spec, jobs=jobs, target=tgt, replace=_check_replace(spec, replace), prune=prune,
+                               progress=not quiet, cores=cores, render_command=["aimmat", "apply", manifest],
+                               rescan=rescan)
     if summary.n_ran == 0 and not summary.pruned:
         click.echo(f"Nothing to do: {summary.kept} stages up to date" + (f", {summary.blocked} blocked." if summary.blocked else "."))
     else:
@@ -122,11 +134,8 @@ def apply(manifest, jobs, target, replace, prune, cores, quiet) -> None:
     if orphans:
         click.echo(f"  {len(orphans)} orphan(s) left in place; `aimmat apply --prune` removes them.", err=True)
     click.echo(summary_line(final))
-    if spec.manifest.render:  # the manuscript follows the records it reports
-        from aimmat.render.outputs import render as do_render
-
-        lock = do_render(spec, command=["aimmat", "apply", manifest])
-        click.echo(f"Rendered {len(lock['outputs'])} output(s) into {spec.campaign_dir / 'manuscript'}")
+    if summary.rendered is not None:
+        click.echo(f"Rendered {len(summary.rendered['outputs'])} output(s) into {spec.campaign_dir / 'manuscript'}")
     failed_now = [a for a in final.actions if a.state == "failed"]
     if failed_now:
         sys.exit(EXIT_FAILED_STAGES)
@@ -136,43 +145,38 @@ def apply(manifest, jobs, target, replace, prune, cores, quiet) -> None:
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print status as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="One line per candidate.")
-@click.option("--rescan", is_flag=True, help="Ignore the record index, read every record file and rebuild the index.")
+@click.option("--rescan", is_flag=True, help="Ignore the record index and read every record file (the index is refreshed by the next apply).")
 def status(manifest, as_json, verbose, rescan) -> None:
-    """Candidates by status, per candidate set."""
-    from aimmat.manifest import load_manifest
-    from aimmat.state.scan import save_index, scan
+    """Candidates by status, per candidate set. Writes nothing."""
+    from aimmat.state.scan import scan
     from aimmat.state.show import format_status, status_table
 
-    spec = load_manifest(manifest, rescan=rescan)
+    spec = _load(manifest, rescan)
     observed = scan(spec.campaign_dir, rescan=rescan)
     table = status_table(spec, observed)
     click.echo(json.dumps(table, indent=1) if as_json else format_status(table, verbose=verbose))
-    save_index(observed, spec)
 
 
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
-@click.option("--rescan", is_flag=True, help="Ignore the record index, read every record file and rebuild the index.")
+@click.option("--rescan", is_flag=True, help="Ignore the record index and read every record file.")
 def evidence(manifest, rescan) -> None:
-    """Print the scope-separated evidence snapshot (JSON) computed from records."""
+    """Print the scope-separated evidence snapshot (JSON) computed from records. Writes nothing."""
     from aimmat.evidence.snapshot import snapshot
-    from aimmat.manifest import load_manifest
-    from aimmat.state.scan import save_index, scan
+    from aimmat.state.scan import scan
 
-    spec = load_manifest(manifest, rescan=rescan)
+    spec = _load(manifest, rescan)
     observed = scan(spec.campaign_dir, rescan=rescan)
     click.echo(json.dumps(snapshot(spec, observed), indent=1, sort_keys=True))
-    save_index(observed, spec)
 
 
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
 def render(manifest) -> None:
-    """Render the manifest's tables from the evidence snapshot into <campaign>/manuscript/."""
-    from aimmat.manifest import load_manifest
-    from aimmat.render.outputs import render as do_render
+    """Render the manifest's tables from the evidence snapshot into <campaign>/manuscript/ (apply's render step alone)."""
+    from aimmat.apply.render_step import render as do_render
 
-    spec = load_manifest(manifest)
+    spec = _load(manifest)
     lock = do_render(spec, command=["aimmat", "render", manifest])
     for o in lock["outputs"]:
         click.echo(f"{o['path']}  ({o['scope']}, sha256 {o['sha256'][:12]})")
@@ -185,9 +189,8 @@ def slurm_script_cmd(manifest) -> None:
     """Print the Slurm job script Parsl would submit for one block of MANIFEST's
     executor (`kind: parsl`, `provider: slurm`). Runs no Slurm command and writes nothing."""
     from aimmat.apply.parsl import slurm_script
-    from aimmat.manifest import load_manifest
 
-    spec = load_manifest(manifest)
+    spec = _load(manifest)
     ex = spec.manifest.executor
     if ex.kind != "parsl" or ex.provider != "slurm":
         raise UsageError(f"{manifest}: executor is not `kind: parsl` with `provider: slurm`")

@@ -13,12 +13,11 @@ from collections import Counter
 
 from aimmat import __version__
 from aimmat.evidence.stats import wilson_interval
-from aimmat.manifest.identity import sha256_json
+from aimmat.identity import sha256_json
 from aimmat.manifest.load import CampaignSpec
+from aimmat.manifest import stage_table
 from aimmat.state.scan import Observed
 from aimmat.state.status import STATUSES, candidate_status
-
-COVERAGE_STAGES = ("relax", "scf", "elastic")
 
 
 def _latest_time(observed: Observed) -> str | None:
@@ -33,7 +32,10 @@ def _records_digest(observed: Observed) -> str:
 
 
 def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
+    """The snapshot of ``observed`` for ``spec``: records and the manifest
+    only (no engine, no pseudopotential folder, no plan)."""
     stages = spec.stages
+    coverage_stages = stage_table.coverage_stages()
     sets = spec.sets()
     by_set = {s: Counter() for s in sets}
     coverage = {s: Counter() for s in sets}
@@ -44,7 +46,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
         st, _ = candidate_status(cobs, stages)
         by_set[src.set_name][st] += 1
         if cobs:
-            for stage in COVERAGE_STAGES:
+            for stage in coverage_stages:
                 rec = cobs.stages.get(stage)
                 if rec is not None and rec.output_present:
                     coverage[src.set_name][stage] += 1
@@ -52,7 +54,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
                     failures[src.set_name][rec.failure_code or "unknown"] += 1
         if st == "elasticready":
             rows.append(_validated_row(spec, src, cobs))
-            relaxed[f"{src.set_name}/{src.cand_id}"] = cobs.stages["relax"].outputs.get("structure") if "relax" in cobs.stages else None
+            relaxed[f"{src.set_name}/{src.cand_id}"] = cobs.stages["relax"].result().structure if "relax" in cobs.stages else None
         elif st == "outputpresentnotconverged":
             reruns.append(_rerun_row(src, cobs, stages))
 
@@ -60,8 +62,8 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
         return {
             "candidates": n,
             "status": {k: counts[k] for k in STATUSES},
-            "coverage": {f"{k}_outputs": cov[k] for k in COVERAGE_STAGES} | {
-                f"{k}_rate": (cov[k] / n if n else None) for k in COVERAGE_STAGES},
+            "coverage": {f"{k}_outputs": cov[k] for k in coverage_stages} | {
+                f"{k}_rate": (cov[k] / n if n else None) for k in coverage_stages},
             "failures": dict(sorted(fail.items())),
         }
 
@@ -91,7 +93,6 @@ def _ranking(spec: CampaignSpec, observed: Observed) -> dict:
     """Per ranked set: the model's predicted moduli, score, rank and whether
     the candidate made the shortlist (predictions, not validated results)."""
     from aimmat.model.rank import build_shortlist, score
-    from aimmat.plan.plan import plan_candidate, shortlist_entry
 
     out = {}
     for cset in spec.manifest.candidate_sets:
@@ -102,7 +103,7 @@ def _ranking(spec: CampaignSpec, observed: Observed) -> dict:
             if src.set_name == cset.name:
                 cobs = observed.candidates.get((src.set_name, src.cand_id))
                 rec = cobs.record if cobs else None
-                per.append((shortlist_entry(plan_candidate(spec, src, cobs)), rec))
+                per.append(((src.cand_id, _screen_state(cobs, "screen" in spec.stages)), rec))
         top_k = cset.rank.top_k or len(per)
         sl = build_shortlist(top_k, cset.rank.weights, [(e[0], e[1], r.prediction if r else None) for e, r in per])
         rows = []
@@ -122,6 +123,19 @@ def _ranking(spec: CampaignSpec, observed: Observed) -> dict:
     return out
 
 
+def _screen_state(cobs, screened: bool) -> str:
+    """'eligible' | 'ineligible' | 'waiting' for the shortlist, from the records
+    (the plan's view of the same question also checks keys against the manifest)."""
+    if cobs is None or cobs.summary is None:
+        return "waiting"
+    if not screened:
+        return "eligible"
+    rec = cobs.summaries.get("screen")
+    if rec is None or rec.status == "running" or (rec.status == "failed" and rec.retryable):
+        return "waiting"
+    return "eligible" if rec.status == "done" and rec.strict_pass else "ineligible"
+
+
 def _ablations(spec: CampaignSpec, observed: Observed) -> dict:
     """Each screen variant's strict-pass rate over the candidates it has
     screened, and the deltas against the first variant, with the candidates
@@ -135,7 +149,7 @@ def _ablations(spec: CampaignSpec, observed: Observed) -> dict:
             cobs = observed.candidates.get((src.set_name, src.cand_id))
             rec = cobs.stages.get(stage) if cobs else None
             if rec is not None and rec.status == "done":
-                res[f"{src.set_name}/{src.cand_id}"] = bool(rec.outputs.get("strict_pass"))
+                res[f"{src.set_name}/{src.cand_id}"] = rec.result().strict_pass
         passes[a.name] = res
         n, k = len(res), sum(res.values())
         ci = wilson_interval(k, n)
@@ -174,7 +188,7 @@ def _rerun_row(src, cobs, stages) -> dict:
 
 def _protocol(spec: CampaignSpec, observed: Observed) -> dict:
     """What the numbers were computed with (not a claim: shown in every scope as meta)."""
-    used = {getattr(spec.manifest.stages, st).profile: st for st in spec.stages if st != "screen"}
+    used = {spec.profile_name(st): st for st in spec.stages if stage_table.get(st).kind == "engine"}
     pseudos, engines = {}, set()
     for co in observed.candidates.values():
         for rec in co.stages.values():
@@ -186,7 +200,7 @@ def _protocol(spec: CampaignSpec, observed: Observed) -> dict:
         p = spec.manifest.profiles[name].model_dump()
         profiles[name] = {k: v for k, v in p.items() if k not in ("launcher", "pw_command", "min_free_mem_mb")}
     out = {"profiles": profiles, "pseudopotentials_md5": dict(sorted(pseudos.items())), "engines": sorted(engines),
-           "stages": {st: (getattr(spec.manifest.stages, st).model_dump()) for st in spec.stages}}
+           "stages": {st: spec.stage_config(st).model_dump() for st in spec.stages}}
     if spec.manifest.models:  # checkpoints that generated or ranked candidates
         out["models"] = {name: {"path": m.path, "sha256": m.sha256.lower()} for name, m in sorted(spec.manifest.models.items())}
         out["ranking"] = {c.name: c.rank.model_dump() for c in spec.manifest.candidate_sets if c.rank is not None}
@@ -194,23 +208,23 @@ def _protocol(spec: CampaignSpec, observed: Observed) -> dict:
 
 
 def _validated_row(spec: CampaignSpec, src, cobs) -> dict:
-    o = cobs.stages["elastic"].outputs
+    o = cobs.stages["elastic"].result()
     return {
         "set": src.set_name,
         "candidate": src.cand_id,
         "relpath": f"{src.set_name}/{src.cand_id}",
         "campaign": spec.manifest.campaign.name,
         "formula": cobs.record.formula,
-        "structure_sha256": cobs.stages["relax"].outputs.get("structure_sha256") if "relax" in cobs.stages else None,
-        "fit_rms_gpa": o.get("fit_rms_gpa"),
-        "pass_fit_rms": bool(o.get("pass_fit_rms", False)),
-        "pass_pd": bool(o.get("pass_pd", False)),
-        "pass_both": bool(o.get("pass_fit_rms", False)) and bool(o.get("pass_pd", False)),
-        "b_h_gpa": o.get("b_h_gpa"),
-        "g_h_gpa": o.get("g_h_gpa"),
-        "e_h_gpa": o.get("e_h_gpa"),
-        "poisson_h": o.get("poisson_h"),
-        "complete": o.get("complete", True),
+        "structure_sha256": cobs.stages["relax"].result().structure_sha256 if "relax" in cobs.stages else None,
+        "fit_rms_gpa": o.fit_rms_gpa,
+        "pass_fit_rms": o.pass_fit_rms,
+        "pass_pd": o.pass_pd,
+        "pass_both": o.pass_both,
+        "b_h_gpa": o.b_h_gpa,
+        "g_h_gpa": o.g_h_gpa,
+        "e_h_gpa": o.e_h_gpa,
+        "poisson_h": o.poisson_h,
+        "complete": o.complete,
     }
 
 

@@ -6,7 +6,6 @@ names the file, line and key path.
 
 from __future__ import annotations
 
-import gc
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,22 +13,26 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from aimmat.errors import ManifestError
+from aimmat.identity import sha256_file
+from aimmat.manifest import stage_table
 from aimmat.manifest.executor_spec import EXECUTOR_KINDS
-from aimmat.manifest.identity import sha256_file
-from aimmat.manifest.models import Manifest
+from aimmat.manifest.models import ManifestBase, manifest_model
 from aimmat.manifest.sources import CandidateSource, resolve_files, resolve_generator
+from aimmat.manifest.stage_table import StageDef
 from aimmat.manifest.yamlpos import line_of, load_yaml_with_lines
+from aimmat.runtime.gcpause import gc_paused
 
 
 @dataclass
 class CampaignSpec:
     """A validated manifest plus what it resolves to on this machine."""
 
-    manifest: Manifest
+    manifest: ManifestBase
     path: Path
     sha256: str
     candidates: list[CandidateSource] = field(default_factory=list)
-    cache: dict = field(default_factory=dict, repr=False, compare=False)  # derived, per process
+    # the cache that hashed the source files (``aimmat.state.source_hashes``); apply saves it with the index
+    source_hashes: object = field(default=None, repr=False, compare=False)
 
     @property
     def base(self) -> Path:
@@ -55,14 +58,26 @@ class CampaignSpec:
 
     @property
     def ablation_stages(self) -> list[str]:
-        """Screen variants, as stage ids (and folder names): 'ablation-<name>'."""
-        return [f"ablation-{a.name}" for a in self.manifest.ablations]
+        """Screen variants, as stage ids (and folder names)."""
+        return [d.name for d in self._variants()]
+
+    def _variants(self) -> list[StageDef]:
+        return [stage_table.variant("screen", a.name) for a in self.manifest.ablations]
+
+    def chain(self) -> list[StageDef]:
+        """The enabled stages in chain order, then the variants."""
+        return [stage_table.get(s) for s in self.stages] + self._variants()
 
     def stage_config(self, stage: str):
-        if stage.startswith("ablation-"):
-            name = stage[len("ablation-"):]
-            return next(a.screen for a in self.manifest.ablations if a.name == name)
-        return getattr(self.manifest.stages, stage)
+        d = stage_table.get(stage)
+        if d.is_variant:
+            return next(a.screen for a, v in zip(self.manifest.ablations, self._variants()) if v.name == stage)
+        return self.manifest.stages.get(stage)
+
+    def profile_name(self, stage: str) -> str | None:
+        """The engine profile a stage runs with (screens: the pre-relaxation's, or None)."""
+        d = stage_table.get(stage)
+        return getattr(self.stage_config(stage), d.profile_field) if d.profile_field else None
 
 
 # Where the manifest has discriminated unions: the index at which pydantic
@@ -111,11 +126,11 @@ def _format_validation(exc: ValidationError, path: Path, lines: dict) -> Manifes
 def _check_render_targets(spec: CampaignSpec, lines: dict) -> None:
     """Templates must exist and declare their scope: found at load, before apply runs anything."""
     from aimmat.errors import RenderError
-    from aimmat.render.scoped import declared_scope
+    from aimmat.manifest.templates import declared_scope
 
     for i, t in enumerate(spec.manifest.render):
         where = f"{spec.path}:{line_of(lines, ('render', i, 'template'))}: render.{i}.template"
-        tpath = (spec.base / t.template).resolve()
+        tpath = Path(os.path.abspath(spec.base / t.template))
         if not tpath.is_file():
             raise ManifestError(f"{where}: {tpath} not found", fix="paths are relative to the manifest's folder")
         try:
@@ -126,9 +141,12 @@ def _check_render_targets(spec: CampaignSpec, lines: dict) -> None:
             raise ManifestError(f"{where}: render.{i}.scope is '{t.scope}' but {tpath.name} declares '{scope}'")
 
 
-def load_manifest(path: str | Path, *, rescan: bool = False) -> CampaignSpec:
-    """``rescan``: hash every source file instead of trusting the campaign
-    index's hashes of files whose stat signature is unchanged."""
+def load_manifest(path: str | Path, *, source_hashes=None) -> CampaignSpec:
+    """Validate a manifest and list its candidates. Reads, never writes.
+
+    ``source_hashes``: ``campaign_dir -> cache`` whose ``sha256(path, stat)``
+    hashes source files (the campaign index's cache of unchanged files,
+    ``aimmat.state.source_hashes.SourceHashes``); default: hash every file."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest file not found", fix="give the path to a manifest YAML file")
@@ -136,27 +154,21 @@ def load_manifest(path: str | Path, *, rescan: bool = False) -> CampaignSpec:
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: a manifest must be a YAML mapping, got {type(data).__name__}")
     try:
-        manifest = Manifest.model_validate(data)
+        manifest = manifest_model().model_validate(data)
     except ValidationError as exc:
         raise _format_validation(exc, path, lines) from None
     spec = CampaignSpec(manifest=manifest, path=path.resolve(), sha256=sha256_file(path))
     _check_render_targets(spec, lines)
     _check_models(spec, lines)
-    # Source hashes come from the campaign's record index while each file's
-    # stat signature matches (state.index.SourceHashes); the manifest layer
-    # only sees a function path, stat -> sha256.
-    from aimmat.state.index import SourceHashes
-
-    hashes = spec.cache["source_hashes"] = SourceHashes(spec.campaign_dir, rescan=rescan)
-    _resolve_sources(spec, path, lines, hashes)
+    if source_hashes is not None:
+        spec.source_hashes = source_hashes(spec.campaign_dir)
+    _resolve_sources(spec, path, lines, spec.source_hashes.sha256 if spec.source_hashes is not None else None)
     return spec
 
 
-def _resolve_sources(spec: CampaignSpec, path: Path, lines: dict, hashes) -> None:
+def _resolve_sources(spec: CampaignSpec, path: Path, lines: dict, hasher) -> None:
     manifest = spec.manifest
-    enabled = gc.isenabled()
-    gc.disable()  # 100k long-lived sources: automatic collections would walk them again and again
-    try:
+    with gc_paused():  # 100k long-lived sources: automatic collections would walk them again and again
         for i, cs in enumerate(manifest.candidate_sets):
             where = f"{path}:{line_of(lines, ('candidate_sets', i, 'source'))}: candidate_sets.{i}.source"
             if cs.source.kind == "generator":
@@ -165,12 +177,7 @@ def _resolve_sources(spec: CampaignSpec, path: Path, lines: dict, hashes) -> Non
                                                          manifest.models[cs.source.model].sha256.lower()))
             else:
                 spec.candidates.extend(resolve_files(cs.name, cs.source.glob, cs.source.format, spec.base, where,
-                                                     hasher=hashes.sha256))
-    finally:
-        gc.freeze()  # hand them to the oldest generation in O(1), as state.scan does
-        gc.unfreeze()
-        if enabled:
-            gc.enable()
+                                                     hasher=hasher))
 
 
 def _check_models(spec: CampaignSpec, lines: dict) -> None:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, create_model, model_validator
 
+from aimmat.manifest import stage_table
 from aimmat.manifest.executor_spec import ExecutorSpec, LocalExecutorSpec
 from aimmat.manifest.models_base import SafeId, Strict
 from aimmat.manifest.qe_profile import QeProfile
-
-STAGES = ("screen", "relax", "scf", "elastic")
+from aimmat.manifest.stage_configs import ScreenStage
 
 
 class CampaignSection(Strict):
@@ -151,62 +151,15 @@ class CandidateSetSpec(Strict):
         return self.source.model if isinstance(self.source, GeneratorSource) else None
 
 
-# ---------------------------------------------------------------- stages
-class ScreenStage(Strict):
-    min_distance_a: float = Field(0.5, gt=0, description="Smallest allowed interatomic distance (A).")
-    density_min_g_cm3: float = Field(0.5, ge=0)
-    density_max_g_cm3: float = Field(25.0, gt=0)
-    charge_neutral: bool = Field(True, description="SMACT charge neutrality + electronegativity test.")
-    prerelax_profile: SafeId | None = Field(
-        None, description="Relax with this (emt/chgnet) profile before the checks: ML pre-relaxation."
-    )
-
-    @model_validator(mode="after")
-    def _bounds(self) -> "ScreenStage":
-        if self.density_min_g_cm3 >= self.density_max_g_cm3:
-            raise ValueError("density_min_g_cm3 must be below density_max_g_cm3")
-        return self
-
-
-class RelaxStage(Strict):
-    profile: SafeId
-
-
-class ScfStage(Strict):
-    profile: SafeId
-
-
-def _magnitudes(values: list[float]) -> list[float]:
-    for v in values:
-        if v == 0 or abs(v) > 0.1:
-            raise ValueError(f"strain magnitude {v} must be non-zero and at most 0.1 in size")
-    if len(set(values)) != len(values):
-        raise ValueError("strain magnitudes must be distinct")
-    return values
-
-
-class ElasticStage(Strict):
-    profile: SafeId
-    magnitudes: Annotated[list[float], AfterValidator(_magnitudes)] = Field(
-        default_factory=lambda: [-0.01, -0.005, 0.005, 0.01], min_length=2,
-        description="Lagrangian strain magnitudes applied along each deformation type (largest component).",
-    )
-    strain_set: Literal["auto", "pure"] = Field(
-        "auto", description="auto: fewest coupled deformation types for the Laue class (noise within 1.5x of the pure set); pure: the six pure states."
-    )
-    symprec: float = Field(0.01, gt=0, le=0.5, description="spglib tolerance for the Laue class (A).")
-    fit_rms_max_gpa: float = Field(2.0, gt=0, description="pass_fit_rms gate: residual RMS of the fit below this (GPa).")
-    pd_min_eigenvalue_gpa: float = Field(0.0, description="pass_pd gate: smallest eigenvalue of the symmetric 6x6 above this (GPa).")
-
-
-class StagesSpec(Strict):
-    screen: ScreenStage | None = None
-    relax: RelaxStage | None = None
-    scf: ScfStage | None = None
-    elastic: ElasticStage | None = None
+class StagesBase(Strict):
+    """The ``stages:`` block: one optional field per stage of the stage table
+    (``stages_model`` adds them), in chain order."""
 
     def enabled(self) -> list[str]:
-        return [s for s in STAGES if getattr(self, s) is not None]
+        return [d.name for d in stage_table.stages() if getattr(self, d.name, None) is not None]
+
+    def get(self, name: str):
+        return getattr(self, name, None)
 
 
 class AblationVariant(Strict):
@@ -247,13 +200,12 @@ class RenderTarget(Strict):
     scope: Literal["public", "screening", "validated"] | None = Field(None, description="If given, must equal the template's declared scope.")
 
 
-class Manifest(Strict):
+class ManifestBase(Strict):
     version: Literal[1] = 1
     campaign: CampaignSection
     profiles: dict[SafeId, Profile] = Field(default_factory=dict)
     models: dict[SafeId, ModelSpec] = Field(default_factory=dict)
     candidate_sets: list[CandidateSetSpec] = Field(min_length=1)
-    stages: StagesSpec = Field(default_factory=StagesSpec)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     evidence: EvidenceSpec = Field(default_factory=EvidenceSpec)
     render: list[RenderTarget] = Field(default_factory=list)
@@ -263,7 +215,7 @@ class Manifest(Strict):
     )
 
     @model_validator(mode="after")
-    def _references(self) -> "Manifest":
+    def _references(self) -> "ManifestBase":
         seen: set[str] = set()
         for i, s in enumerate(self.candidate_sets):
             if s.name in seen:
@@ -281,13 +233,18 @@ class Manifest(Strict):
                     raise ValueError(f"candidate_sets.{i}.rank.model: required for a set that is not generated")
                 if m not in self.models:
                     raise ValueError(f"candidate_sets.{i}.rank.model: unknown model '{m}'")
-        for stage in ("relax", "scf", "elastic"):
-            cfg = getattr(self.stages, stage)
-            if cfg is not None and cfg.profile not in self.profiles:
+        for d in stage_table.stages():
+            cfg = self.stages.get(d.name)
+            if cfg is None:
+                continue
+            if d.kind == "engine" and getattr(cfg, d.profile_field) not in self.profiles:
                 known = ", ".join(sorted(self.profiles)) or "none declared"
                 raise ValueError(
-                    f"stages.{stage}.profile: unknown profile '{cfg.profile}' (profiles: {known})"
+                    f"stages.{d.name}.{d.profile_field}: unknown profile '{getattr(cfg, d.profile_field)}' (profiles: {known})"
                 )
+            for need in d.requires:
+                if self.stages.get(need) is None:
+                    raise ValueError(f"stages.{d.name}: needs stages.{need} (it runs on the {need} stage's output)")
         names = [a.name for a in self.ablations]
         if len(set(names)) != len(names):
             raise ValueError("ablations: variant names must be unique")
@@ -302,8 +259,27 @@ class Manifest(Strict):
                 if prof.kind == "qe" and prof.mpi_ranks > self.executor.cores_per_worker:
                     raise ValueError(f"profiles.{name}.mpi_ranks: {prof.mpi_ranks} ranks do not fit in a worker of "
                                      f"executor.cores_per_worker = {self.executor.cores_per_worker}")
-        if self.stages.scf is not None and self.stages.relax is None:
-            raise ValueError("stages.scf: needs stages.relax (SCF runs on the relaxed structure)")
-        if self.stages.elastic is not None and self.stages.relax is None:
-            raise ValueError("stages.elastic: needs stages.relax (strains are applied to the relaxed cell)")
         return self
+
+
+_MODELS: dict[int, type[ManifestBase]] = {}
+
+
+def stages_model() -> type[StagesBase]:
+    """The ``stages:`` block's model for the current stage table."""
+    fields = {d.name: (d.config | None, Field(None, description=(d.config.__doc__ or "").strip() or None))
+              for d in stage_table.stages() if d.config is not None}
+    return create_model("StagesSpec", __base__=StagesBase, **fields)
+
+
+def manifest_model() -> type[ManifestBase]:
+    """The manifest model for the current stage table (cached per table version)."""
+    v = stage_table.version()
+    if v not in _MODELS:
+        stages = stages_model()
+        _MODELS[v] = create_model("Manifest", __base__=ManifestBase, __doc__=ManifestBase.__doc__,
+                                  stages=(stages, Field(default_factory=stages)))
+    return _MODELS[v]
+
+
+Manifest = manifest_model()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aimmat.errors import ManifestError
-from aimmat.manifest.identity import sha256_file
+from aimmat.identity import sha256_file
 
 _SUFFIX_FORMAT = {
     ".cif": "cif",

@@ -16,7 +16,7 @@ import torch
 
 import aimmat
 from aimmat.errors import ManifestError
-from aimmat.manifest.identity import sha256_file
+from aimmat.identity import sha256_file
 from aimmat.model.vae import CrystalVAE, ElasticPredictor
 
 FORMAT = "aimmat-model-checkpoint"

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Structure
 
-from aimmat.manifest.identity import sha256_file
+from aimmat.identity import sha256_file
 from aimmat.model.graph import MAX_Z
 
 
@@ -39,7 +39,8 @@ class DataSet:
 
 
 def _usable(s: Structure, max_atoms: int) -> bool:
-    return len(s) <= max_atoms and all(getattr(sp, "Z", 999) <= MAX_Z for sp in s.species) and s.is_ordered
+    # is_ordered first: a disordered site has no single species to read
+    return len(s) <= max_atoms and s.is_ordered and all(getattr(sp, "Z", 999) <= MAX_Z for sp in s.species)
 
 
 def read_elastic_2015(path: Path, max_atoms: int) -> list[Item]:

@@ -1,7 +1,6 @@
-"""Generation, prediction and ranking inside a campaign.
+"""Prediction and ranking (pure; campaigns call them through
+``aimmat.candidates.models``).
 
-- ``pregenerate``: samples every pending generator candidate of a set in one
-  call (sample i depends only on checkpoint, seed and i);
 - ``predict``: the ensemble's mean tensor, its spread, VRH moduli and the
   ranking terms, stored with each candidate at import;
 - ``shortlist``: the set's ranking once every candidate is imported and
@@ -13,50 +12,9 @@ torch and the checkpoint are loaded only when a campaign needs them.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
-
-def load_checkpoint(spec, name: str):
-    from aimmat.model import checkpoint
-
-    key = ("checkpoint", name)
-    if key not in spec.cache:
-        m = spec.manifest.models[name]
-        spec.cache[key] = checkpoint.load(spec.model_file(name), m.sha256, where=f"models.{name}")
-    return spec.cache[key]
-
-
-def pregenerate(spec, sources, progress: bool = True) -> None:
-    """Generate the given GeneratedSources (grouped by set) into ``spec.cache``."""
-    from aimmat.model.sample import sample
-
-    by_set: dict[str, list] = {}
-    for src in sources:
-        if ("generated", src.set_name, src.frame) not in spec.cache:
-            by_set.setdefault(src.set_name, []).append(src)
-    for set_name, srcs in by_set.items():
-        first = srcs[0]
-        ckpt = load_checkpoint(spec, first.model)
-        schedule = dict(first.schedule) or ckpt.sampler
-
-        def report(done, total, _s=set_name):
-            if progress:
-                print(f"\rgenerate {_s}: {done}/{total}", end="", file=sys.stderr, flush=True)
-
-        samples = sample(ckpt.vae, len(srcs), first.n_elements, first.seed, schedule,
-                         indices=[s.frame for s in srcs], progress=report)
-        if progress:
-            print(file=sys.stderr)
-        for s in samples:
-            spec.cache[("generated", set_name, s.index)] = s.structure
-
-
-def generated_structure(spec, src):
-    if ("generated", src.set_name, src.frame) not in spec.cache:
-        pregenerate(spec, [src], progress=False)
-    return spec.cache[("generated", src.set_name, src.frame)]
 
 
 def predict(ckpt, structures) -> list[dict]:
@@ -86,23 +44,6 @@ def predict(ckpt, structures) -> list[dict]:
             },
         })
     return out
-
-
-def attach_predictions(spec, records: dict) -> None:
-    """Fill ``prediction`` of new CandidateRecords whose set is ranked (batched per model)."""
-    by_model: dict[str, list] = {}
-    for rec in records.values():
-        cset = next(s for s in spec.manifest.candidate_sets if s.name == rec.set_name)
-        model = cset.rank_model()
-        if model and rec.prediction is None:
-            by_model.setdefault(model, []).append(rec)
-    from pymatgen.core import Structure
-
-    for model, recs in by_model.items():
-        ckpt = load_checkpoint(spec, model)
-        preds = predict(ckpt, [Structure.from_dict(r.structure) for r in recs])
-        for r, p in zip(recs, preds):
-            r.prediction = p
 
 
 def score(prediction: dict, weights: dict[str, float]) -> float:

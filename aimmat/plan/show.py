@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from aimmat.plan.plan import Action, Plan
+from aimmat.manifest import stage_table
+from aimmat.plan.actions import Action, Plan
 
 SYMBOL = {Action.CREATE: "+", Action.RERUN: "~", Action.KEEP: "=", Action.BLOCKED: "!", Action.ORPHAN: "-"}
 MAX_NAMES = 6
-_STAGE_ORDER = {s: i for i, s in enumerate(("set", "candidate", "import", "screen", "relax", "scf", "elastic"))}
+_ORPHAN_ORDER = {"set": -2, "candidate": -1}
+
+
+def _stage_order(stage: str) -> int:
+    return _ORPHAN_ORDER.get(stage) or stage_table.order(stage)
 
 
 def _names(cands: list[str]) -> str:
@@ -37,7 +42,7 @@ def format_plan(plan: Plan, *, verbose: bool = False) -> str:
             continue
         lines.append(f"{set_name} ({len(cands)} candidates)")
         order = [Action.ORPHAN, Action.CREATE, Action.RERUN, Action.BLOCKED, Action.KEEP]
-        for (action, stage, reason), names in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), _STAGE_ORDER.get(kv[0][1], 9), kv[0][2])):
+        for (action, stage, reason), names in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), _stage_order(kv[0][1]), kv[0][2])):
             detail = f"  {reason}" if reason else ""
             lines.append(f"  {SYMBOL[action]} {action.value:7s} {stage:9s} {len(names):5d}{detail}  [{_names(sorted(names))}]")
         if kept and not verbose:

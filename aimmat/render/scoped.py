@@ -18,7 +18,6 @@ folder, so neither an include nor a symlink reaches the rest of the disk.
 from __future__ import annotations
 
 import hashlib
-import re
 import traceback
 from pathlib import Path
 
@@ -27,9 +26,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from aimmat.errors import RenderError
 
-SCOPES = ("public", "screening", "validated")
-COMPOSITE = "composite"  # sees rendered scoped blocks (text) and figures, never raw numbers
-_SCOPE_LINE = re.compile(r"^\{#-?\s*scope:\s*(\w+)\s*-?#\}")
+from aimmat.manifest.templates import COMPOSITE, SCOPES, declared_scope, inside
+
+__all__ = ["COMPOSITE", "SCOPES", "declared_scope", "render_template"]
 
 # How each output format carries the provenance header (CSV: a sidecar file).
 COMMENT = {".md": "<!-- {} -->", ".html": "<!-- {} -->", ".tex": "% {}", ".txt": "# {}"}
@@ -43,11 +42,6 @@ class _Escape(Exception):
         self.name, self.folder = name, folder
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    # resolve() follows symlinks and "..": what counts is where the bytes live
-    return path.resolve().is_relative_to(folder.resolve())
-
-
 class _FolderLoader(jinja2.BaseLoader):
     """Loads templates from one folder; a name resolving outside it is refused
     (raised as _Escape, not TemplateNotFound, so it reads as a security error)."""
@@ -57,31 +51,11 @@ class _FolderLoader(jinja2.BaseLoader):
 
     def get_source(self, environment, name):
         path = self.folder / name  # an absolute name replaces the folder: caught below
-        if not _inside(path, self.folder):
+        if not inside(path, self.folder):
             raise _Escape(name, self.folder)
         if not path.is_file():
             raise jinja2.TemplateNotFound(name)
         return path.read_text(encoding="utf-8"), str(path), None
-
-
-def _check_confined(path: Path) -> None:
-    if not _inside(path, path.parent):
-        raise RenderError(
-            f"{path}: template resolves to {path.resolve()}, outside its folder {path.parent.resolve()}; refused",
-            fix="copy the template into that folder instead of linking to it",
-        )
-
-
-def declared_scope(path: Path) -> str:
-    _check_confined(path)  # before reading: a link out of the folder is never opened
-    first = path.read_text().splitlines()[0] if path.read_text() else ""
-    m = _SCOPE_LINE.match(first)
-    if not m or m.group(1) not in SCOPES + (COMPOSITE,):
-        raise RenderError(
-            f"{path}:1: template must declare its scope on its first line",
-            fix="start it with {#- scope: public -#}, screening, validated, or composite (assembles rendered blocks)",
-        )
-    return m.group(1)
 
 
 def _fmt(value, spec: str = ".1f") -> str:

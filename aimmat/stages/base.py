@@ -1,11 +1,14 @@
-"""Stage functions share one shape: (structure, config, attempt folder,
-previous attempt's outcome) -> StageOutcome. They never touch records."""
+"""Stage functions share one shape (``StageFn``): (structure, config, engine
+profile, attempt folder, previous attempt's outcome) -> StageOutcome. They
+never touch records. Which function runs a stage is data in the stage
+table (``aimmat.manifest.stage_table``): ``"module:function"``."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass
@@ -19,21 +22,12 @@ class StageOutcome:
     next_intervention: str | None = None  # what the next attempt will change
 
 
-def run_stage_fn(stage: str, structure, stage_cfg: dict, profile: dict | None, directory: Path, previous: StageOutcome | None) -> StageOutcome:
-    if stage == "screen" or stage.startswith("ablation-"):
-        from aimmat.stages.screen import run_screen
+class StageFn(Protocol):
+    def __call__(self, structure, cfg: dict, profile: dict | None, directory: Path,
+                 previous: StageOutcome | None) -> StageOutcome: ...
 
-        return run_screen(structure, stage_cfg, profile, directory)
-    if stage == "relax":
-        from aimmat.stages.relax import run_relax
 
-        return run_relax(structure, profile, directory, previous)
-    if stage == "scf":
-        from aimmat.stages.relax import run_scf
-
-        return run_scf(structure, profile, directory, previous)
-    if stage == "elastic":
-        from aimmat.stages.elastic import run_elastic
-
-        return run_elastic(structure, stage_cfg, profile, directory, previous)
-    raise ValueError(f"unknown stage {stage!r}")
+def load_stage_fn(ref: str) -> StageFn:
+    """The function named ``"module:function"``."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)

@@ -9,7 +9,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from aimmat.engines import EngineResult, get_engine
-from aimmat.manifest.identity import structure_sha256
+from aimmat.identity import structure_sha256
 from aimmat.stages.base import StageOutcome
 
 

@@ -46,7 +46,7 @@ def run_screen(structure, cfg: dict, profile: dict | None, directory: Path | Non
         from pymatgen.core import Structure
 
         from aimmat.engines import get_engine
-        from aimmat.manifest.identity import structure_sha256
+        from aimmat.identity import structure_sha256
 
         res = get_engine(profile).run(structure, profile, "relax", directory / "prerelax")
         if res.structure is None:

@@ -36,5 +36,10 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def json_bytes(obj) -> bytes:
+    """The bytes of a JSON file as aimmat writes it (sorted keys, one-space indent)."""
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+
 def write_json_atomic(path: Path, obj) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+    write_bytes_atomic(path, json_bytes(obj))

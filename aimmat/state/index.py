@@ -25,11 +25,10 @@ within ``RACY_NS`` of the scan's start is stored with an impossible mtime,
 so the next scan reads it again.
 
 Who writes it: ``scan`` reads the index (opened read-only) and collects
-what changed; ``Index.save`` writes it in one transaction. apply saves from
-its scans once it holds the campaign lock; diff, status, evidence and render
-save only after they have succeeded, so a command that fails (exit 3 on a
-bad structure file, a template error) leaves the folder byte-identical, and
-a scan alone never writes. Any index trouble (``database is locked``, a
+what changed; ``aimmat.state.index_write.save_index`` writes it in one
+transaction, and only apply calls it, under the campaign lock. diff,
+status, evidence and render read it and leave the folder byte-identical;
+when it is stale they read the changed files (and say nothing: it is a cache). Any index trouble (``database is locked``, a
 corrupted file, a read-only folder, a full disk) falls back to reading the
 files; a corrupted file or another schema is rebuilt on the next save.
 """
@@ -48,10 +47,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from aimmat.state.layout import INDEX_FILE
 from aimmat.state.records import CandidateRecord, StageRecord
 from aimmat.state.summary import CandidateSummary, StageSummary
 
-INDEX_FILE = ".aimmat-index.sqlite"
 SCHEMA = 2  # 2: one row per candidate folder with packed record summaries; bodies apart; source hashes
 RACY_NS = 5_000_000_000  # covers 1-2 s timestamp ticks and ordinary clock skew on shared file systems
 TIMEOUT_S = 2.0  # waiting for another writer's transaction; then fall back
@@ -231,136 +230,3 @@ class Index:
         if got is None or tuple(got[:4]) != tuple(sig):
             return None
         return decode(model, got[4])
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.put_rows or self.rows or self.gone_bodies or (self.sources and self.sources.changed))
-
-    def save(self) -> bool:
-        """Write what this scan changed; False when nothing was written. Never raises."""
-        if self.state == _SKIP or not self.path.parent.is_dir():
-            return False
-        if self.state == _OK and not self.changed:
-            return False
-        if self.state == _REBUILD and not self.put_rows and not self.path.exists():
-            return False  # nothing to index: create no file
-        if self._conn is not None:
-            self._conn[1].close()
-            self._conn = None
-        try:
-            self._write()
-        except sqlite3.DatabaseError as exc:
-            if not _corrupt(exc):
-                return False
-            try:  # a corrupted file: start a new one
-                for p in (self.path, Path(str(self.path) + "-journal")):
-                    p.unlink(missing_ok=True)
-                self._write()
-            except (sqlite3.Error, OSError):
-                return False
-        except OSError:
-            return False
-        self.state, self.rows, self.put_rows, self.put_bodies, self.gone_bodies = _OK, {}, {}, {}, []
-        if self.sources is not None:
-            self.sources.changed = False
-        return True
-
-    def _write(self) -> None:
-        # The index holds the records' contents: no more readable than they are (mkstemp: 0600).
-        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        conn = sqlite3.connect(str(self.path), timeout=TIMEOUT_S, isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = None
-                if self.state == _OK:
-                    try:
-                        row = conn.execute("SELECT v FROM meta WHERE k = 'fingerprint'").fetchone()
-                    except sqlite3.OperationalError:
-                        row = None
-                rebuilt = not row or row[0] != fingerprint()
-                if rebuilt:  # rebuild, or another version rebuilt it meanwhile
-                    for table in _TABLES:
-                        conn.execute(f"DROP TABLE IF EXISTS {table}")
-                    for ddl in _DDL:
-                        conn.execute(ddl)
-                    conn.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (fingerprint(),))
-                    conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
-                else:
-                    conn.executemany("DELETE FROM cands WHERE path = ?", ((p,) for p in self.rows))
-                    # bodies of vanished folders: the key range of "<folder>/..."
-                    conn.executemany("DELETE FROM bodies WHERE path >= ? AND path < ?",
-                                     ((p + "/", p + "0") for p in self.rows))
-                    conn.executemany("DELETE FROM bodies WHERE path = ?", ((p,) for p in self.gone_bodies))
-                conn.executemany("INSERT OR REPLACE INTO cands VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self.put_rows.values())
-                conn.executemany("INSERT OR REPLACE INTO bodies VALUES (?, ?, ?, ?, ?, ?)", self.put_bodies.values())
-                if self.sources is not None and (rebuilt or self.sources.changed):
-                    conn.execute("DELETE FROM sources")
-                    conn.executemany("INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?, ?, ?)", self.sources.seen.values())
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.close()
-
-
-class SourceHashes:
-    """sha256 of candidate source files, trusted from the index while the
-    file's stat signature matches (as records are; see the module doc).
-
-    At 100k candidates, hashing every source file was a third of a warm
-    diff. ``load_manifest`` asks ``sha256``; the rows go back into the index
-    with the records (``aimmat.state.scan.save_index``), so only a command
-    that succeeded writes them.
-    """
-
-    def __init__(self, campaign_dir, *, rescan: bool = False):
-        self.path = index_path(campaign_dir)
-        self.racy_after = time.time_ns() - RACY_NS
-        self.rows: dict[str, tuple] = {}
-        self.seen: dict[str, tuple] = {}
-        self.changed = False
-        if not rescan and self.path.exists():
-            try:
-                conn = _connect_ro(self.path)
-                try:
-                    if _valid(conn):
-                        self.rows = {r[0]: r for r in conn.execute("SELECT path, size, mtime_ns, ctime_ns, ino, sha256 FROM sources")}
-                finally:
-                    conn.close()
-            except sqlite3.Error:
-                self.rows = {}
-        self._known = len(self.rows)
-
-    def sha256(self, path: str, st: os.stat_result) -> str:
-        row = self.rows.get(path)
-        if row is not None and row[1] == st.st_size and row[2] == st.st_mtime_ns and row[3] == st.st_ctime_ns and row[4] == st.st_ino:
-            self.seen[path] = row
-            return row[5]
-        from aimmat.manifest.identity import sha256_file
-
-        digest = sha256_file(path)
-        mtime = st.st_mtime_ns if st.st_ctime_ns < self.racy_after else -1
-        self.seen[path] = (path, st.st_size, mtime, st.st_ctime_ns, st.st_ino, digest)
-        self.changed = True
-        return digest
-
-    def finish(self) -> None:
-        """After every source was asked: rows of files no longer in the manifest make a change."""
-        if len(self.seen) != self._known:
-            self.changed = True
-
-
-def stats(campaign_dir) -> dict[str, Any]:
-    """Rows in the index (for tests and the benchmark); empty when unreadable."""
-    try:
-        conn = sqlite3.connect(index_path(campaign_dir).resolve().as_uri() + "?mode=ro", uri=True)
-        try:
-            return {"records": conn.execute("SELECT count(*) FROM bodies").fetchone()[0],
-                    "dirs": conn.execute("SELECT count(*) FROM cands").fetchone()[0]}
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return {}

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RECIPE_VERSIONS = {"import": 1, "screen": 1, "relax": 1, "scf": 1, "elastic": 2}
+from aimmat.manifest import stage_table
 
 
 class _Rec(BaseModel):
@@ -43,6 +43,10 @@ class StageRecord(_Rec):
     output_present: bool = False
     retryable: bool = False
     outputs: dict[str, Any] = Field(default_factory=dict)
+
+    def result(self):
+        """``outputs`` through the stage's typed result model (``aimmat.stages.results``)."""
+        return stage_table.get(self.stage).result.model_validate(self.outputs)
 
 
 class CandidateRecord(_Rec):

@@ -2,13 +2,15 @@
 
 Records come through the index (``aimmat.state.index``) where a row's stat
 signature matches its file, else from the file; the result is the same.
-Writing the index is the caller's step (``save_index``), except under the
-campaign lock held by this process (apply), where a scan saves it itself.
+What a scan found changed is kept on ``Observed.index``; only apply, under
+the campaign lock, writes it (``aimmat.state.index_write.save_index``).
+
+Whether a ``running`` record's process is still alive is decided here, at
+scan time (``Observed.alive``), so the plan reads it as data.
 """
 
 from __future__ import annotations
 
-import gc
 import marshal
 import os
 from dataclasses import dataclass, field
@@ -17,17 +19,15 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from aimmat.errors import CampaignError
-from aimmat.manifest.models import STAGES
+from aimmat.runtime.gcpause import gc_paused
 from aimmat.state.atomic import TMP_PREFIX
-from aimmat.state.index import INDEX_FILE, Index
-from aimmat.state.lock import held_here, lock_held
+from aimmat.state.index import Index
+from aimmat.state.layout import CANDIDATE_FILE, RECORD_FILE, RESERVED, is_stage_dir, record_path
+from aimmat.state.layout import sig as stat_sig
+from aimmat.state.lock import lock_held
+from aimmat.state.procs import process_alive
 from aimmat.state.records import CandidateRecord, StageRecord
 from aimmat.state.summary import CandidateSummary, StageSummary
-
-CANDIDATE_FILE = "candidate.json"
-RECORD_FILE = "record.json"
-CAMPAIGN_FILE = "campaign.json"
-_RESERVED = {"journal.jsonl", ".aimmat.lock", CAMPAIGN_FILE, "evidence", "manuscript", ".index", INDEX_FILE}
 
 
 class CandidateObs:
@@ -64,15 +64,10 @@ class CandidateObs:
         return self._stages
 
     def _decode(self) -> None:
-        enabled = gc.isenabled()
-        gc.disable()  # as in scan(): records decoded one candidate at a time must not trigger
-        try:          # collections that walk every record decoded so far (8x slower at 10k)
+        # as in scan(): records decoded one candidate at a time must not trigger
+        # collections that walk every record decoded so far (8x slower at 10k)
+        with gc_paused():
             self._decode_pending()
-        finally:
-            gc.freeze()
-            gc.unfreeze()
-            if enabled:
-                gc.enable()
 
     def _decode_pending(self) -> None:
         pending, self._pending = self._pending, []
@@ -103,7 +98,11 @@ class Observed:
     set_dirs: list[str] = field(default_factory=list)
     temp_files: list[Path] = field(default_factory=list)
     lock_held: bool = False
+    alive: set[tuple[str, str, str]] = field(default_factory=set)  # (set, candidate, stage) of running records whose process lives
     index: Index | None = field(default=None, repr=False, compare=False)
+
+    def is_alive(self, set_name: str, cand_id: str, stage: str) -> bool:
+        return (set_name, cand_id, stage) in self.alive
 
 
 def read_stage_record(path) -> StageRecord | None:
@@ -146,10 +145,6 @@ def _read_with_stat(path: str, model):
     return rec, st, data
 
 
-def _is_stage(name: str) -> bool:
-    return name in STAGES or name.startswith("ablation-")
-
-
 def _list_candidate(cdir: str, temp_files: list | None) -> tuple[bool, list[str]]:
     """(candidate.json present, sorted stage folders) of a candidate folder;
     with ``temp_files`` given, also collect half-written temp files."""
@@ -161,9 +156,9 @@ def _list_candidate(cdir: str, temp_files: list | None) -> tuple[bool, list[str]
                 temp_files.append(Path(entry.path))
         elif name == CANDIDATE_FILE:
             has_candidate = True
-        elif name in STAGES or entry.is_dir():
+        elif is_stage_dir(name) or entry.is_dir():
             stage_dirs.append(name)
-            if temp_files is not None and _is_stage(name):
+            if temp_files is not None and is_stage_dir(name):
                 for e in _entries(entry.path):
                     if e.name.startswith(TMP_PREFIX):
                         temp_files.append(Path(e.path))
@@ -184,8 +179,8 @@ def scan_candidate(campaign_dir, set_name: str, cand_id: str, temp_files: list |
     if index is None:
         has_candidate, obs.stage_dirs = _list_candidate(cdir, temp_files)
         for name in ([None] if has_candidate else []) + obs.stage_dirs:
-            if name is None or _is_stage(name):
-                got = _read_with_stat(_record_path(cdir, name), CandidateRecord if name is None else StageRecord)
+            if name is None or is_stage_dir(name):
+                got = _read_with_stat(record_path(cdir, name), CandidateRecord if name is None else StageRecord)
                 if got is not None:
                     _set_record(obs, name, got[0])
         return obs
@@ -220,7 +215,7 @@ def _all_hits(obs: CandidateObs, index: Index, row: tuple, base: str, set_fd: in
                 fst = stat(f"{base}/{CANDIDATE_FILE}" if name is None else f"{base}/{name}/{RECORD_FILE}", dir_fd=set_fd)
             except (FileNotFoundError, NotADirectoryError):
                 return False
-            if entry[1] != (fst.st_size, fst.st_mtime_ns, fst.st_ctime_ns, fst.st_ino):
+            if entry[1] != (fst.st_size, fst.st_mtime_ns, fst.st_ctime_ns, fst.st_ino):  # layout.sig, inlined (hot)
                 return False
             if name is None:
                 obs.summary = tuple.__new__(CandidateSummary, entry[2])
@@ -253,9 +248,9 @@ def _scan_changed(obs: CandidateObs, index: Index, rel: str, cdir: str, st: os.s
         entries = {}
     kept: list[tuple] = []
     for name in ([None] if has_candidate else []) + obs.stage_dirs:
-        if name is not None and not _is_stage(name):
+        if name is not None and not is_stage_dir(name):
             continue
-        path = _record_path(cdir, name)
+        path = record_path(cdir, name)
         entry = entries.pop(name, None)
         if entry is not None:
             try:
@@ -263,7 +258,7 @@ def _scan_changed(obs: CandidateObs, index: Index, rel: str, cdir: str, st: os.s
             except (FileNotFoundError, NotADirectoryError):
                 dirty = True  # gone since the listing
                 continue
-            if entry[1] == (fst.st_size, fst.st_mtime_ns, fst.st_ctime_ns, fst.st_ino):
+            if entry[1] == stat_sig(fst):
                 if name is None:
                     obs.summary = CandidateSummary._make(entry[2])
                 else:
@@ -284,13 +279,9 @@ def _scan_changed(obs: CandidateObs, index: Index, rel: str, cdir: str, st: os.s
         obs._index = index
         index.hits += len(obs._pending)
     if dirty or entries:  # something changed: the folder's row is written again
-        names = ([None] if has_candidate else []) + [n for n in obs.stage_dirs if _is_stage(n)]
+        names = ([None] if has_candidate else []) + [n for n in obs.stage_dirs if is_stage_dir(n)]
         index.put_candidate(rel, st, has_candidate, obs.stage_dirs, kept, [_record_rel(rel, n) for n in entries],
                             complete=[e[0] for e in kept] == names)
-
-
-def _record_path(cdir: str, name: str | None) -> str:
-    return f"{cdir}/{CANDIDATE_FILE}" if name is None else f"{cdir}/{name}/{RECORD_FILE}"
 
 
 def _record_rel(rel: str, name: str | None) -> str:
@@ -306,17 +297,17 @@ def _set_record(obs: CandidateObs, name: str | None, rec):
     return obs.summaries[name]
 
 
-def scan(campaign_dir: Path, *, temp_files: bool = False, rescan: bool = False, use_index: bool = True) -> Observed:
-    """Read every record under ``campaign_dir``. Never writes, except the
-    index when this process holds the campaign lock (see the module doc).
+def scan(campaign_dir: Path, *, temp_files: bool = False, rescan: bool = False, use_index: bool = True,
+         probe_alive: bool = True) -> Observed:
+    """Read every record under ``campaign_dir``. Never writes.
 
-    ``rescan``: ignore the index's rows and read every file (``save_index``
+    ``rescan``: ignore the index's rows and read every file (apply's save
     then rebuilds it). ``use_index=False``: the plain scan, no index at all.
+    ``probe_alive``: mark running records whose process lives (only while
+    some apply holds the lock); apply, which holds it, passes False.
 
-    The garbage collector is paused while records are built: the scan makes
-    hundreds of thousands of long-lived containers, and each automatic
-    collection would walk all of them again (half the scan time at 10k
-    candidates, measured by bench/reconcile.py).
+    The garbage collector is paused while records are built (see
+    ``aimmat.runtime.gcpause``).
     """
     campaign_dir = Path(campaign_dir)
     obs = Observed(campaign_dir)
@@ -324,37 +315,20 @@ def scan(campaign_dir: Path, *, temp_files: bool = False, rescan: bool = False, 
         return obs
     obs.exists = True
     obs.lock_held = lock_held(campaign_dir)
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         if use_index:
             obs.index = Index(campaign_dir, rescan=rescan)
         _scan_into(obs, campaign_dir, obs.temp_files if temp_files else None, obs.index)
-    finally:
-        # The records live as long as the command: hand them to the oldest
-        # generation in O(1) (freeze, unfreeze) instead of letting the next
-        # young collections walk all of them twice (0.5 s each at 10k).
-        gc.freeze()
-        gc.unfreeze()
-        if enabled:
-            gc.enable()
     obs.set_dirs.sort()
-    if obs.index is not None and held_here(campaign_dir):
-        obs.index.save()
+    if probe_alive and obs.lock_held:
+        obs.alive = running_alive(obs.candidates.values())
     return obs
 
 
-def save_index(observed: Observed, spec=None) -> bool:
-    """Write what ``scan`` found changed into the index, with the source-file
-    hashes ``load_manifest`` used for ``spec``; call it once the command has
-    succeeded. False when nothing was written; never raises."""
-    if observed.index is None or not observed.exists:
-        return False
-    sources = spec.cache.get("source_hashes") if spec is not None else None
-    if sources is not None and sources.path == observed.index.path:
-        sources.finish()
-        observed.index.sources = sources
-    return observed.index.save()
+def running_alive(candidates) -> set[tuple[str, str, str]]:
+    """(set, candidate, stage) of the running records whose process is alive."""
+    return {(c.set_name, c.cand_id, stage) for c in candidates for stage, rec in c.summaries.items()
+            if rec.status == "running" and process_alive(rec.host, rec.pid, rec.pid_start)}
 
 
 def _scan_into(obs: Observed, campaign_dir: Path, temps: list | None, index: Index | None) -> None:
@@ -364,7 +338,7 @@ def _scan_into(obs: Observed, campaign_dir: Path, temps: list | None, index: Ind
             if temps is not None:
                 temps.append(Path(entry.path))
             continue
-        if entry.name in _RESERVED or not entry.is_dir() or entry.name.startswith("."):
+        if entry.name in RESERVED or not entry.is_dir() or entry.name.startswith("."):
             continue
         obs.set_dirs.append(entry.name)
         fd = None

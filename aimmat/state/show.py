@@ -17,8 +17,8 @@ def status_table(spec: CampaignSpec, observed: Observed) -> dict:
         formula = cobs.summary.formula if cobs is not None and cobs.summary is not None else None
         row = {"set": src.set_name, "candidate": src.cand_id, "formula": formula, "status": st, "detail": detail}
         if st == "elasticready":
-            o = cobs.stages["elastic"].outputs
-            row["elastic"] = {k: o[k] for k in ("b_h_gpa", "g_h_gpa", "e_h_gpa", "poisson_h", "fit_rms_gpa", "pass_pd", "min_eigenvalue_gpa")}
+            o = cobs.stages["elastic"].result()
+            row["elastic"] = {k: getattr(o, k) for k in ("b_h_gpa", "g_h_gpa", "e_h_gpa", "poisson_h", "fit_rms_gpa", "pass_pd", "min_eigenvalue_gpa")}
         rows.append(row)
     total = {st: sum(v[st] for v in sets.values()) for st in STATUSES}
     return {"campaign": str(spec.campaign_dir), "stages": spec.stages, "sets": sets, "total": total, "candidates": rows}

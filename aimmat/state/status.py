@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from aimmat.manifest import stage_table
 from aimmat.state.scan import CandidateObs
 
 STATUSES = ("pending", "relaxdone", "scfdone", "elasticready", "outputpresentnotconverged", "failed", "screened_out")
-_DONE_STATUS = {"relax": "relaxdone", "scf": "scfdone", "elastic": "elasticready"}
 
 
 def candidate_status(cobs: CandidateObs | None, stages: list[str]) -> tuple[str, str]:
@@ -20,9 +20,11 @@ def candidate_status(cobs: CandidateObs | None, stages: list[str]) -> tuple[str,
         if rec.status == "failed":
             code = f"{stage}: {rec.failure_code}"
             return ("outputpresentnotconverged" if rec.output_present else "failed"), code
-        if stage == "screen":
+        d = stage_table.get(stage)
+        if d.kind == "screen":
             if not rec.strict_pass:
                 return "screened_out", ", ".join(rec.failed_list())
             continue
-        status, detail = _DONE_STATUS[stage], ""
+        if d.done_status is not None:
+            status, detail = d.done_status, ""
     return status, detail

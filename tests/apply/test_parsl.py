@@ -443,10 +443,11 @@ def test_qe_ranks_must_fit_a_worker(tmp_path, cli):
 
 def test_executor_block_changes_no_stage_key(tmp_path):
     from aimmat.plan.plan import plan
+    from aimmat.resolve import resolve
 
     a = load_manifest(make_emt_campaign(tmp_path / "a", emt_manifest()))
     b = load_manifest(make_emt_campaign(tmp_path / "b", _with(emt_manifest(), SLURM)))
-    keys = [{(x.set_name, x.cand_id, x.stage): x.key for x in plan(s, scan(s.campaign_dir)).actions} for s in (a, b)]
+    keys = [{(x.set_name, x.cand_id, x.stage): x.key for x in plan(resolve(s), scan(s.campaign_dir)).actions} for s in (a, b)]
     assert keys[0] == keys[1] and len(keys[0]) == 25
 
 

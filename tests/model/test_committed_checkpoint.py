@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from aimmat.manifest.identity import sha256_file
+from aimmat.identity import sha256_file
 from aimmat.model import checkpoint, data
 from aimmat.model.evaluate import elastic_metrics, predict_heads
 

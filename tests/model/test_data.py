@@ -64,9 +64,6 @@ def _write_any(kind, path, structures):
         write_cdvae_csv(path, structures)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="bug: data._usable reads s.species before checking s.is_ordered, so a disordered "
-                          "structure raises AttributeError instead of being skipped")
 @pytest.mark.parametrize("kind", ["elastic_tensor_2015", "matcalc", "cdvae_csv"])
 def test_disordered_structures_are_skipped_not_fatal(tmp_path, kind):
     (tmp_path / "d").mkdir()

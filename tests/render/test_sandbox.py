@@ -118,8 +118,6 @@ def test_cli_reports_a_payload_without_traceback(tmp_path, cli):
     assert issubclass(RenderError, AimmatError)
 
 
-@pytest.mark.xfail(strict=True, reason="manifest/load.py and render/outputs.py resolve() template paths, following the link "
-                   "before scoped.py sees it; passes once they use os.path.abspath (then drop this marker)")
 def test_cli_refuses_a_manifest_template_linked_out_of_its_folder(tmp_path, cli):
     secret = _template(tmp_path / "outside", "secret.md.j2", "SECRET {{ meta.campaign }}")
     (tmp_path / "t").mkdir()

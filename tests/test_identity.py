@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
-from aimmat.manifest.identity import canonical_json, sha256_json, structure_sha256
+from aimmat.identity import canonical_json, sha256_json, structure_sha256
 
 
 def _s():

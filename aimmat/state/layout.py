@@ -1,0 +1,42 @@
+"""Where things are in a campaign folder, and how a file's identity is read.
+
+```
+<campaign>/campaign.json  journal.jsonl  .aimmat.lock  .aimmat-index.sqlite
+<campaign>/<set>/<candidate>/candidate.json
+<campaign>/<set>/<candidate>/<stage>/record.json  attempt-<n>/
+```
+"""
+
+from __future__ import annotations
+
+import os
+
+from aimmat.manifest import stage_table
+
+CANDIDATE_FILE = "candidate.json"
+RECORD_FILE = "record.json"
+CAMPAIGN_FILE = "campaign.json"
+JOURNAL_FILE = "journal.jsonl"
+LOCK_FILE = ".aimmat.lock"
+INDEX_FILE = ".aimmat-index.sqlite"
+# top-level entries that are not candidate sets
+RESERVED = frozenset({JOURNAL_FILE, LOCK_FILE, CAMPAIGN_FILE, "evidence", "manuscript", ".index", INDEX_FILE})
+
+Sig = tuple[int, int, int, int]
+
+
+def sig(st: os.stat_result) -> Sig:
+    """A file's identity for caches: (size, mtime_ns, ctime_ns, inode).
+
+    A rewrite by rename gives a new inode and ctime; an in-place rewrite
+    changes mtime and ctime; restoring an old mtime still changes ctime."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def is_stage_dir(name: str) -> bool:
+    return stage_table.is_stage_dir(name)
+
+
+def record_path(cdir: str, name: str | None) -> str:
+    """candidate.json (``name`` None) or a stage's record.json under a candidate folder."""
+    return f"{cdir}/{CANDIDATE_FILE}" if name is None else f"{cdir}/{name}/{RECORD_FILE}"

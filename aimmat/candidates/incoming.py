@@ -60,7 +60,10 @@ def species_sets(spec: CampaignSpec, observed: Observed, new: dict[Key, Candidat
 def candidate_record(spec: CampaignSpec, src, inputs: dict, models: Models) -> CandidateRecord:
     """Parse (or generate) a candidate's structure and build its record (checks element count)."""
     cset = next(s for s in spec.manifest.candidate_sets if s.name == src.set_name)
-    structure = models.structure(src) if isinstance(src, GeneratedSource) else read_structure(src)
+    if isinstance(src, GeneratedSource):
+        structure = models.structure(src)
+    else:  # errors name the file and the source's manifest key
+        structure = read_structure(src, where=f"{spec.path}: candidate_sets.{spec.sets().index(src.set_name)}.source")
     n_el = len(structure.composition.elements)
     _check_elements(spec, src, cset, n_el, structure.composition.reduced_formula)
     return CandidateRecord(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import glob as globmod
-import json
 import os
 import re
 import stat
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from aimmat.errors import ManifestError
 from aimmat.identity import sha256_file
+from aimmat.manifest.structure_checks import read_structure  # noqa: F401  (re-exported: parsing lives there)
 
 _SUFFIX_FORMAT = {
     ".cif": "cif",
@@ -86,23 +86,32 @@ def detect_format(path: Path, declared: str) -> str:
     return fmt
 
 
-def _count_extxyz_frames(path: Path) -> int:
-    """Count frames by walking atom-count lines, without parsing the frames."""
+def _count_extxyz_frames(path: str, where: str) -> int:
+    """Count frames by walking atom-count lines, without parsing the frames
+    (the lines of a frame are skipped unread)."""
+    from itertools import islice
+
     frames = 0
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        lines = fh.readlines()
-    i = 0
-    while i < len(lines):
-        head = lines[i].strip()
-        if not head:
-            i += 1
-            continue
-        try:
-            n = int(head)
-        except ValueError:
-            raise ManifestError(f"{path}:{i + 1}: extxyz frame must start with an atom count, got '{head[:40]}'") from None
-        frames += 1
-        i += n + 2
+    lineno = 0
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                lineno += 1
+                head = line.strip()
+                if not head:
+                    continue
+                try:
+                    n = int(head)
+                except ValueError:
+                    n = -1
+                if n < 0:
+                    raise ManifestError(
+                        f"{where}.glob: {path}:{lineno}: extxyz frame must start with an atom count, got '{head[:40]}'",
+                        fix="check the file, or narrow the glob to structure files")
+                frames += 1
+                lineno += sum(1 for _ in islice(fh, n + 1))  # the comment line and n atom lines
+    except OSError as exc:
+        raise ManifestError(f"{where}.glob: cannot read {path}: {exc.strerror or exc}") from None
     return frames
 
 
@@ -163,16 +172,46 @@ def _glob_stat(pattern: str) -> list[tuple[str, os.stat_result]]:
     return out
 
 
+def _escapes(pattern: str, base: str) -> str | None:
+    """Where a relative ``pattern`` lands when its ``..`` steps climb out of
+    the top-level folder that holds the manifest (``/home``, ``/tmp``, ...),
+    or ``None`` when it stays inside. Decided on the pattern as written (a
+    lexical ``os.path.normpath``): links inside the tree are not followed."""
+    top = base.lstrip(os.sep).split(os.sep, 1)[0]
+    if not top or ".." not in pattern.split("/"):
+        return None
+    target = os.path.normpath(os.path.join(base, pattern))
+    return None if target.lstrip(os.sep).split(os.sep, 1)[0] == top else target
+
+
 def resolve_files(set_name: str, patterns: list[str], declared_fmt: str, base: Path, where: str,
                   hasher=None) -> list[CandidateSource]:
     """Candidate sources of a set's globs. ``hasher(path, stat) -> sha256``
-    may answer from a cache (default: hash the file)."""
+    may answer from a cache (default: hash the file). ``where`` is the
+    source's manifest key (``<manifest>:<line>: candidate_sets.<i>.source``);
+    errors about what a glob matched name ``<where>.glob`` and the file.
+
+    Relative globs are read from the manifest's folder and may climb out of
+    it with ``..`` (a data folder beside the manifests' folder), but not
+    out of the top-level folder that holds it: ``../../../../usr/share/*``
+    reaches a system folder by counting steps, and is refused. Absolute
+    globs are taken as written (``/data/runs/*.cif``, and ``/etc/*`` too:
+    what it matches must then be structure files, like any glob's).
+    """
     hits: list[tuple[str, os.stat_result]] = []
+    base_abs = os.path.abspath(base)
     for pattern in patterns:
-        found = _glob_stat(pattern if Path(pattern).is_absolute() else str(base / pattern))
+        absolute_pattern = Path(pattern).is_absolute()
+        if not absolute_pattern and (target := _escapes(pattern, base_abs)) is not None:
+            raise ManifestError(
+                f"{where}.glob: glob '{pattern}' climbs out of {base_abs} with '..' to {target}, outside "
+                f"{os.sep}{base_abs.lstrip(os.sep).split(os.sep, 1)[0]} (the top-level folder holding the manifest)",
+                fix="point the glob at your structure files; write an absolute path if they really live there",
+            )
+        found = _glob_stat(pattern if absolute_pattern else str(base / pattern))
         if not found:
             raise ManifestError(
-                f"{where}: glob '{pattern}' matches no file (searched from {base})",
+                f"{where}.glob: glob '{pattern}' matches no file (searched from {base})",
                 fix="check the path; globs are relative to the manifest's folder",
             )
         hits.extend(found)
@@ -190,10 +229,19 @@ def resolve_files(set_name: str, patterns: list[str], declared_fmt: str, base: P
         ext = name[dot:] if dot > 0 else ""  # os.path.splitext's answer for these names
         fmt = fmt_of.get(ext) if declared_fmt == "auto" and not poscar else None
         if fmt is None:
-            fmt = detect_format(Path(h), declared_fmt)
+            try:
+                fmt = detect_format(Path(h), declared_fmt)
+            except ManifestError as exc:
+                raise ManifestError(f"{where}.glob: glob {_which(patterns, h, base)} matched a file that is not a "
+                                    f"structure file: {exc.message}",
+                                    fix=f"narrow the glob to structure files; {exc.fix}") from None
             if not poscar:
                 fmt_of[ext] = fmt
-        digest = hasher(h, st) if hasher is not None else sha256_file(h)
+        try:
+            digest = hasher(h, st) if hasher is not None else sha256_file(h)
+        except OSError as exc:
+            raise ManifestError(f"{where}.glob: cannot read {h} (matched by {_which(patterns, h, base)}): "
+                                f"{exc.strerror or exc}", fix="narrow the glob to structure files you can read") from None
         # glob gives absolute paths here; normalize only when needed (os.path.relpath costs
         # more than the rest of this loop; the prefix test is the same for a normalized path)
         absolute = h if h.startswith("/") and "/." not in h and "//" not in h else os.path.abspath(h)
@@ -201,9 +249,9 @@ def resolve_files(set_name: str, patterns: list[str], declared_fmt: str, base: P
         stem = name[:dot] if not poscar and ext.lower() in _SUFFIX_FORMAT else None
         base_id = stem if stem and _PLAIN_ID.fullmatch(stem) else _cand_id(name, h, where)
         if fmt == "extxyz":
-            count = _count_extxyz_frames(Path(h))
+            count = _count_extxyz_frames(h, where)
             if count == 0:
-                raise ManifestError(f"{h}: extxyz file holds no frame")
+                raise ManifestError(f"{where}.glob: {h}: extxyz file holds no frame")
             frames = [None] if count == 1 else list(range(count))
         else:
             frames = (None,)
@@ -219,43 +267,10 @@ def resolve_files(set_name: str, patterns: list[str], declared_fmt: str, base: P
     return out
 
 
-def read_structure(src: CandidateSource):
-    """Parse one candidate's structure; errors name the file."""
-    from pymatgen.core import Structure
-
-    try:
-        if src.fmt == "json":
-            data = json.loads(src.path.read_text())
-            structure = Structure.from_dict(data)
-        elif src.fmt == "cif":
-            from pymatgen.io.cif import CifParser
-
-            parsed = CifParser(str(src.path)).parse_structures(primitive=False)
-            if not parsed:
-                raise ValueError("no structure in CIF")
-            structure = parsed[0]
-        elif src.fmt == "poscar":
-            from pymatgen.io.vasp import Poscar
-
-            structure = Poscar.from_file(str(src.path)).structure
-        else:
-            from ase.io import read
-            from pymatgen.io.ase import AseAtomsAdaptor
-
-            atoms = read(str(src.path), index=src.frame if src.frame is not None else 0, format="extxyz")
-            if not atoms.pbc.all():
-                raise ValueError("frame is not periodic in all three directions (pbc must be T T T)")
-            structure = AseAtomsAdaptor.get_structure(atoms)
-    except ManifestError:
-        raise
-    except Exception as exc:  # parsers raise anything from KeyError to IndexError
-        where = f"{src.path}" + (f" frame {src.frame}" if src.frame is not None else "")
-        raise ManifestError(
-            f"{where}: cannot read {src.fmt} structure for candidate {src.set_name}/{src.cand_id}: {exc}",
-            fix="check the file, or set the source's `format:`",
-        ) from None
-    if len(structure) == 0:
-        raise ManifestError(f"{src.path}: structure has no atoms")
-    if structure.volume <= 0.1:
-        raise ManifestError(f"{src.path}: cell volume {structure.volume:.3g} A^3 is not a crystal cell")
-    return structure
+def _which(patterns: list[str], path: str, base: Path) -> str:
+    """The glob of ``patterns`` that matched ``path`` (for messages only)."""
+    for p in patterns:
+        full = p if Path(p).is_absolute() else str(base / p)
+        if any(h == path for h, _ in _glob_stat(full)):
+            return f"'{p}'"
+    return " or ".join(f"'{p}'" for p in patterns)

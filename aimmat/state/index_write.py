@@ -60,8 +60,9 @@ def _save(self: Index) -> bool:
     return True
 
 def _write(self: Index) -> None:
-    # The index holds the records' contents: no more readable than they are (mkstemp: 0600).
-    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+    # The index holds the records' contents: created as they are (0666 & ~umask, as any
+    # file aimmat writes), so it is no more readable than they are.
+    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
     conn = sqlite3.connect(str(self.path), timeout=TIMEOUT_S, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")

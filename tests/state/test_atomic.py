@@ -147,10 +147,6 @@ def umask_022():
         os.umask(old)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: tempfile.mkstemp creates the temp file 0600 and os.replace keeps that "
-                                       "mode, so every record/report written atomically is owner-only (the umask is "
-                                       "ignored; the journal is created 0644), and a rewrite drops an existing 0644 "
-                                       "file to 0600")
 def test_written_file_gets_the_mode_of_a_plain_write(tmp_path, umask_022):
     plain = tmp_path / "plain.json"
     plain.write_bytes(b"{}")

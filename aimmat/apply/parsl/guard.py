@@ -8,12 +8,12 @@ orphan keeps writing records behind a newer apply's back.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
 import time
 
+from aimmat.state.lock import holder_info
 from aimmat.state.procs import HOST, process_alive
 
 GUARD_PERIOD_S = 2.0
@@ -21,17 +21,15 @@ _GUARDED: dict = {}  # "key": (lock path, lock text) of the last guard this work
 
 
 def _holder(lock_text: str | None) -> tuple | None:
-    """(pid, host, started) of a lock file's text; None when unreadable (mid-write).
+    """(pid, host, started) of a lock file's text; None when it names no holder.
 
-    ``aimmat.state.lock`` only formats the holder for a message (and maps
-    unreadable text to ``?``); the guard needs the fields, and must tell a
-    half-written file (look again) from a new holder (stop).
+    The text is ``aimmat.state.lock``'s holder record (``holder_info`` reads
+    it). None covers a file being written (look again) and one emptied by a
+    holder that let go (no new holder yet); the guard must tell those from a
+    new holder (stop).
     """
-    try:
-        info = json.loads(lock_text or "")
-    except json.JSONDecodeError:
-        return None
-    return (info.get("pid"), info.get("host"), info.get("started")) if isinstance(info, dict) else None
+    info = holder_info(lock_text)
+    return (info["pid"], info["host"], info["started"]) if info is not None else None
 
 
 def _holder_gone(holder: tuple | None) -> bool:

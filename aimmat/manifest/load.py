@@ -17,9 +17,10 @@ from aimmat.identity import sha256_file
 from aimmat.manifest import stage_table
 from aimmat.manifest.executor_spec import EXECUTOR_KINDS
 from aimmat.manifest.models import ManifestBase, manifest_model
+from aimmat.manifest.models_base import FieldError
 from aimmat.manifest.sources import CandidateSource, resolve_files, resolve_generator
 from aimmat.manifest.stage_table import StageDef
-from aimmat.manifest.yamlpos import line_of, load_yaml_with_lines
+from aimmat.manifest.yamlpos import dotted, line_of, load_yaml_with_lines
 from aimmat.runtime.gcpause import gc_paused
 
 
@@ -99,35 +100,119 @@ def _drop_union_tag(loc: tuple) -> tuple:
     return loc
 
 
+def _key_of_message(msg: str, lines: dict) -> tuple[tuple, str]:
+    """A top-level ValueError's message that starts with a key path ("stages.scf: needs ...")
+    -> (that path, as written in the manifest, the rest); else ((), msg)."""
+    head, sep, rest = msg.partition(": ")
+    if not sep or not all(p and (p.replace("_", "").replace("-", "").isalnum()) for p in head.split(".")):
+        return (), msg
+    loc: tuple = ()
+    for p in head.split("."):  # list indices are ints in the line map, mapping keys are strings
+        loc += (int(p),) if p.isdigit() and loc + (p,) not in lines else (p,)
+    return loc, rest
+
+
+def _error_at(err: dict, lines: dict) -> tuple[tuple, str]:
+    """Key path and message of one pydantic error. A cross-field error names the field at
+    fault (FieldError, or a message starting with its key path): it is reported there."""
+    # Discriminated unions put the tag in the location ("profiles.x.emt.max_steps"):
+    # drop it so the path is the one the user wrote.
+    loc = _drop_union_tag(tuple(err["loc"]))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return loc, "unknown key (typo?)"
+    if err["type"] == "missing":
+        return loc, "required key is missing"
+    if err["type"] != "value_error":
+        return loc, msg
+    msg = msg.removeprefix("Value error, ")
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):
+        return loc + cause.loc, cause.detail
+    if not loc:
+        return _key_of_message(msg, lines)
+    return loc, msg
+
+
+def _given(value) -> str:
+    """The offending value for a message: short, and never a 5,000-digit integer
+    (whose repr raises ValueError past Python's int-string limit)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length():,} bits"
+    text = repr(value)
+    return text if len(text) <= 100 else f"{text[:100]}... ({len(text):,} characters)"
+
+
+def _one_line(msg: str, limit: int = 400) -> str:
+    """pydantic quotes inputs in some messages ("Input tag 'a\\nb' found ..."): one line, bounded."""
+    if not msg.isprintable():
+        msg = "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)
+    return msg if len(msg) <= limit else msg[:limit] + "..."
+
+
 def _format_validation(exc: ValidationError, path: Path, lines: dict) -> ManifestError:
     parts = []
     for err in exc.errors():
-        loc = tuple(err["loc"])
-        # Discriminated unions put the tag in the location ("profiles.x.emt.max_steps"):
-        # drop it so the path is the one the user wrote.
-        loc = _drop_union_tag(loc)
-        key = ".".join(str(p) for p in loc) or "(top level)"
+        loc, msg = _error_at(err, lines)
+        msg = _one_line(msg)
+        key = dotted(loc) or "(top level)"
         line = line_of(lines, loc)
         where = f"{path}:{line}" if line else str(path)
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (typo?)"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
         given = err.get("input")
-        detail = f" (got {given!r})" if err["type"] not in {"missing", "extra_forbidden"} and not isinstance(given, (dict, list)) else ""
+        show = err["type"] not in {"missing", "extra_forbidden"} and not isinstance(given, (dict, list))
+        detail = f" (got {_given(given)})" if show else ""
         parts.append(f"{where}: {key}: {msg}{detail}")
     fix = "see `aimmat schema` for every key, its type and its unit"
     return ManifestError("invalid manifest:\n  " + "\n  ".join(parts), fix=fix)
 
 
+def _output_problem(out: str) -> str | None:
+    """Why ``out`` is not a relative path under the manuscript folder (None: it is)."""
+    if "\0" in out:
+        return "contains a NUL byte"
+    if "\\" in out:
+        return "contains a backslash; separate folders with '/'"
+    if out.startswith("/"):
+        return "is an absolute path"
+    parts = out.split("/")
+    if ".." in parts:
+        return "contains a '..' part"
+    if all(p in ("", ".") for p in parts) or out.endswith("/"):
+        return "names no file"
+    return None
+
+
+def _default_output(template: str) -> str:
+    name = template.rsplit("/", 1)[-1]
+    return name[:-3] if name.endswith(".j2") else name
+
+
+def _check_render_outputs(spec: CampaignSpec, lines: dict) -> None:
+    """Outputs are relative paths under <campaign>/manuscript/: never absolute, never out through '..'."""
+    seen: dict[str, int] = {}
+    for i, t in enumerate(spec.manifest.render):
+        out = t.output if t.output is not None else _default_output(t.template)
+        key = ("render", i, "output")
+        where = f"{spec.path}:{line_of(lines, key)}: render.{i}.output"
+        problem = _output_problem(out)
+        if problem is not None:
+            given = f"{out[:200]!r}" if t.output is not None else f"{out[:200]!r} (the template's name without .j2)"
+            raise ManifestError(f"{where}: {given} {problem}; outputs are written under <campaign>/manuscript/",
+                                fix="give a relative path such as 'tables/summary.md', without '..'")
+        norm = os.path.normpath(out)
+        if norm in seen:
+            raise ManifestError(f"{where}: {out!r} is also the output of render.{seen[norm]}",
+                                fix="give each render target its own output")
+        seen[norm] = i
+
+
 def _check_render_targets(spec: CampaignSpec, lines: dict) -> None:
-    """Templates must exist and declare their scope: found at load, before apply runs anything."""
+    """Templates must exist and declare their scope, outputs stay in the manuscript
+    folder: found at load, before apply runs anything."""
     from aimmat.errors import RenderError
     from aimmat.manifest.templates import declared_scope
 
+    _check_render_outputs(spec, lines)
     for i, t in enumerate(spec.manifest.render):
         where = f"{spec.path}:{line_of(lines, ('render', i, 'template'))}: render.{i}.template"
         tpath = Path(os.path.abspath(spec.base / t.template))
@@ -157,6 +242,9 @@ def load_manifest(path: str | Path, *, source_hashes=None) -> CampaignSpec:
         manifest = manifest_model().model_validate(data)
     except ValidationError as exc:
         raise _format_validation(exc, path, lines) from None
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # a validator that did not expect this input
+        raise ManifestError(f"{path}: invalid manifest ({type(exc).__name__}: {str(exc)[:200]})",
+                            fix="see `aimmat schema` for every key, its type and its unit") from None
     spec = CampaignSpec(manifest=manifest, path=path.resolve(), sha256=sha256_file(path))
     _check_render_targets(spec, lines)
     _check_models(spec, lines)

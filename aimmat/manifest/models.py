@@ -12,22 +12,22 @@ from pydantic import Field, create_model, model_validator
 
 from aimmat.manifest import stage_table
 from aimmat.manifest.executor_spec import ExecutorSpec, LocalExecutorSpec
-from aimmat.manifest.models_base import SafeId, Strict
+from aimmat.manifest.models_base import FieldError, PathStr, SafeId, Strict, bounded
 from aimmat.manifest.qe_profile import QeProfile
 from aimmat.manifest.stage_configs import ScreenStage
 
 
 class CampaignSection(Strict):
     name: SafeId = Field(description="Campaign id; the folder under `root`.")
-    root: str = Field("campaigns", description="Folder holding campaigns, relative to the manifest.")
+    root: PathStr = Field("campaigns", description="Folder holding campaigns, relative to the manifest.")
 
 
 # ---------------------------------------------------------------- profiles
 class _AseProfile(Strict):
     """Shared settings of engines driven through an ASE calculator."""
 
-    fmax_ev_per_a: float = Field(0.05, gt=0, description="Force threshold of relaxations (eV/A).")
-    max_steps: int = Field(300, gt=0, le=100000, description="Optimizer step cap per attempt.")
+    fmax_ev_per_a: float = bounded(0.05, gt=0, le=10, description="Force threshold of relaxations (eV/A).")
+    max_steps: int = bounded(300, gt=0, le=100000, description="Optimizer step cap per attempt.")
     optimizer: Literal["FIRE", "BFGS", "LBFGS"] = Field("FIRE", description="ASE optimizer.")
 
     # Parameters that change the result of a single point; relaxations also
@@ -64,7 +64,7 @@ class FilesSource(Strict):
     """Structures read from files: CIF, POSCAR, extxyz (one or many frames), pymatgen JSON."""
 
     kind: Literal["files"]
-    glob: list[str] = Field(description="Glob patterns relative to the manifest.", min_length=1)
+    glob: list[PathStr] = Field(description="Glob patterns relative to the manifest; 1 to 1000.", min_length=1, max_length=1000)
     format: Literal["auto", "cif", "poscar", "extxyz", "json"] = "auto"
 
     @model_validator(mode="before")
@@ -78,10 +78,10 @@ class FilesSource(Strict):
 class SamplerSchedule(Strict):
     """Annealed Langevin schedule of the coordinate score network."""
 
-    levels: int = Field(10, ge=1, le=200, description="Noise levels, geometric from the model's sigma_max to sigma_min.")
-    steps: int = Field(5, ge=1, le=1000, description="Langevin steps per level (CDVAE: 50 levels x 100 steps).")
-    step_lr: float = Field(1e-4, gt=0, le=1, description="Step size at sigma_min; scales with sigma^2.")
-    min_separation: float = Field(0.5, ge=0, le=1.5, description="After sampling, push apart pairs closer than this x (sum of covalent radii); 0: off.")
+    levels: int = bounded(10, ge=1, le=200, description="Noise levels, geometric from the model's sigma_max to sigma_min.")
+    steps: int = bounded(5, ge=1, le=1000, description="Langevin steps per level (CDVAE: 50 levels x 100 steps).")
+    step_lr: float = bounded(1e-4, gt=0, le=1, description="Step size at sigma_min; scales with sigma^2.")
+    min_separation: float = bounded(0.5, ge=0, le=1.5, description="After sampling, push apart pairs closer than this x (sum of covalent radii); 0: off.")
 
 
 class GeneratorSource(Strict):
@@ -93,8 +93,8 @@ class GeneratorSource(Strict):
 
     kind: Literal["generator"]
     model: SafeId = Field(description="A key of `models:`.")
-    count: int = Field(ge=1, le=100000, description="Number of candidates to generate.")
-    seed: int = Field(0, ge=0, description="Sampling seed; recorded in each candidate's provenance.")
+    count: int = bounded(ge=1, le=100000, description="Number of candidates to generate.")
+    seed: int = bounded(0, ge=0, le=2**63 - 1, description="Sampling seed; recorded in each candidate's provenance.")
     schedule: SamplerSchedule | None = Field(None, description="Default: the schedule recorded in the checkpoint.")
 
 
@@ -104,7 +104,7 @@ Source = Annotated[Union[FilesSource, GeneratorSource], Field(discriminator="kin
 class ModelSpec(Strict):
     """A trained checkpoint (`aimmat model train`), pinned by its sha256."""
 
-    path: str = Field(description="Checkpoint file, relative to the manifest.")
+    path: PathStr = Field(description="Checkpoint file, relative to the manifest.")
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of the file; a mismatch stops diff and apply.")
 
 
@@ -121,24 +121,24 @@ class RankSpec(Strict):
     """
 
     model: SafeId | None = Field(None, description="A key of `models:`; default: the set's generator model.")
-    weights: dict[str, float] = Field(
+    weights: dict[str, Annotated[float, Field(ge=-1000, le=1000)]] = Field(
         default_factory=lambda: {"log10_k_vrh": 1.0, "log10_g_vrh": 1.0, "uncertainty": -1.0},
-        description="Weight per term (" + ", ".join(RANK_TERMS) + ").")
-    top_k: int | None = Field(None, ge=1, description="Shortlist: only the best top_k of the set go to relax and after.")
+        description="Weight per term (" + ", ".join(RANK_TERMS) + "), each in [-1000, 1000].")
+    top_k: int | None = bounded(None, ge=1, le=100000, description="Shortlist: only the best top_k of the set go to relax and after.")
 
     @model_validator(mode="after")
     def _terms(self) -> "RankSpec":
         bad = sorted(set(self.weights) - set(RANK_TERMS))
         if bad:
-            raise ValueError(f"unknown ranking term(s) {', '.join(bad)}; known: {', '.join(RANK_TERMS)}")
+            raise FieldError(("weights",), f"unknown ranking term(s) {', '.join(bad)}; known: {', '.join(RANK_TERMS)}")
         if not self.weights:
-            raise ValueError("weights: give at least one term")
+            raise FieldError(("weights",), "give at least one term")
         return self
 
 
 class CandidateSetSpec(Strict):
     name: SafeId = Field(description="Set id, e.g. '2-element'; a folder of the campaign.")
-    elements: int = Field(ge=1, le=10, description="Number of distinct elements per candidate.")
+    elements: int = bounded(ge=1, le=10, description="Number of distinct elements per candidate.")
     source: Source
     check_elements: bool = Field(True, description="Refuse structures whose element count differs.")
     rank: RankSpec | None = Field(None, description="Rank by predicted elastic tensor; optional shortlist.")
@@ -176,13 +176,13 @@ class AblationVariant(Strict):
 class RetryPolicy(Strict):
     """The retry ladder as policy. Retries are attempts, not new inputs: they never change a stage key."""
 
-    max_attempts: int = Field(3, ge=1, le=20, description="Attempts per stage, first try included.")
-    mixing_beta_factor: float = Field(0.8, gt=0, lt=1, description="Electronic non-convergence: mixing_beta x this.")
-    mixing_beta_min: float = Field(0.1, gt=0, le=1, description="No electronic retry below this mixing_beta.")
+    max_attempts: int = bounded(3, ge=1, le=20, description="Attempts per stage, first try included.")
+    mixing_beta_factor: float = bounded(0.8, gt=0, lt=1, description="Electronic non-convergence: mixing_beta x this.")
+    mixing_beta_min: float = bounded(0.1, gt=0, le=1, description="No electronic retry below this mixing_beta.")
     diagonalization: list[Literal["david", "ppcg", "paro", "cg"]] = Field(
         default_factory=lambda: ["david", "ppcg", "cg"], min_length=1, description="Diagonalization failures climb this list."
     )
-    trust_radius_ini_bohr: float = Field(0.1, gt=0, description="BFGS history failure: first restart with this trust radius.")
+    trust_radius_ini_bohr: float = bounded(0.1, gt=0, le=1, description="BFGS history failure: first restart with this trust radius.")
     damped_dynamics: bool = Field(True, description="BFGS history failure twice: switch to damped dynamics.")
     restart_from_last_structure: bool = Field(True, description="Ionic, walltime and truncated runs continue from the last structure.")
 
@@ -195,21 +195,23 @@ class EvidenceSpec(Strict):
 
 
 class RenderTarget(Strict):
-    template: str = Field(description="Jinja template, relative to the manifest; it declares its one scope in its first line.")
-    output: str | None = Field(None, description="Path under <campaign>/manuscript/ (default: the template name without .j2).")
+    template: PathStr = Field(description="Jinja template, relative to the manifest; it declares its one scope in its first line.")
+    output: PathStr | None = Field(
+        None, description="Relative path under <campaign>/manuscript/, without '..', '\\' or a leading '/' "
+                          "(default: the template name without .j2).")
     scope: Literal["public", "screening", "validated"] | None = Field(None, description="If given, must equal the template's declared scope.")
 
 
 class ManifestBase(Strict):
     version: Literal[1] = 1
     campaign: CampaignSection
-    profiles: dict[SafeId, Profile] = Field(default_factory=dict)
-    models: dict[SafeId, ModelSpec] = Field(default_factory=dict)
-    candidate_sets: list[CandidateSetSpec] = Field(min_length=1)
+    profiles: dict[SafeId, Profile] = Field(default_factory=dict, max_length=1000)
+    models: dict[SafeId, ModelSpec] = Field(default_factory=dict, max_length=1000)
+    candidate_sets: list[CandidateSetSpec] = Field(min_length=1, max_length=1000)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     evidence: EvidenceSpec = Field(default_factory=EvidenceSpec)
-    render: list[RenderTarget] = Field(default_factory=list)
-    ablations: list[AblationVariant] = Field(default_factory=list)
+    render: list[RenderTarget] = Field(default_factory=list, max_length=1000)
+    ablations: list[AblationVariant] = Field(default_factory=list, max_length=100)
     executor: ExecutorSpec = Field(
         default_factory=LocalExecutorSpec, description="Where stage tasks run: `kind: local` (default) or `kind: parsl` (local workers or Slurm)."
     )
@@ -219,45 +221,45 @@ class ManifestBase(Strict):
         seen: set[str] = set()
         for i, s in enumerate(self.candidate_sets):
             if s.name in seen:
-                raise ValueError(f"candidate_sets.{i}.name: duplicate set id '{s.name}'")
+                raise FieldError(("candidate_sets", i, "name"), f"duplicate set id '{s.name}'")
             seen.add(s.name)
             if isinstance(s.source, GeneratorSource):
                 if s.source.model not in self.models:
-                    raise ValueError(f"candidate_sets.{i}.source.model: unknown model '{s.source.model}' "
+                    raise FieldError(("candidate_sets", i, "source", "model"), f"unknown model '{s.source.model}' "
                                      f"(models: {', '.join(sorted(self.models)) or 'none declared'})")
                 if s.elements > 5:
-                    raise ValueError(f"candidate_sets.{i}.elements: the generator is conditioned on 1 to 5 elements")
+                    raise FieldError(("candidate_sets", i, "elements"), "the generator is conditioned on 1 to 5 elements")
             if s.rank is not None:
                 m = s.rank_model()
                 if m is None:
-                    raise ValueError(f"candidate_sets.{i}.rank.model: required for a set that is not generated")
+                    raise FieldError(("candidate_sets", i, "rank", "model"), "required for a set that is not generated")
                 if m not in self.models:
-                    raise ValueError(f"candidate_sets.{i}.rank.model: unknown model '{m}'")
+                    raise FieldError(("candidate_sets", i, "rank", "model"), f"unknown model '{m}'")
         for d in stage_table.stages():
             cfg = self.stages.get(d.name)
             if cfg is None:
                 continue
             if d.kind == "engine" and getattr(cfg, d.profile_field) not in self.profiles:
                 known = ", ".join(sorted(self.profiles)) or "none declared"
-                raise ValueError(
-                    f"stages.{d.name}.{d.profile_field}: unknown profile '{getattr(cfg, d.profile_field)}' (profiles: {known})"
-                )
+                raise FieldError(("stages", d.name, d.profile_field),
+                                 f"unknown profile '{getattr(cfg, d.profile_field)}' (profiles: {known})")
             for need in d.requires:
                 if self.stages.get(need) is None:
-                    raise ValueError(f"stages.{d.name}: needs stages.{need} (it runs on the {need} stage's output)")
+                    raise FieldError(("stages", d.name), f"needs stages.{need} (it runs on the {need} stage's output)")
         names = [a.name for a in self.ablations]
-        if len(set(names)) != len(names):
-            raise ValueError("ablations: variant names must be unique")
-        screens = [("stages.screen", self.stages.screen)] + [(f"ablations.{i}.screen", a.screen) for i, a in enumerate(self.ablations)]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise FieldError(("ablations", i, "name"), f"duplicate variant name '{n}' (variant names must be unique)")
+        screens = [(("stages", "screen"), self.stages.screen)] + [(("ablations", i, "screen"), a.screen) for i, a in enumerate(self.ablations)]
         for where, scr in screens:
             if scr is not None and scr.prerelax_profile is not None:
                 prof = self.profiles.get(scr.prerelax_profile)
                 if prof is None or prof.kind not in ("emt", "chgnet"):
-                    raise ValueError(f"{where}.prerelax_profile: '{scr.prerelax_profile}' must name an emt or chgnet profile")
+                    raise FieldError(where + ("prerelax_profile",), f"'{scr.prerelax_profile}' must name an emt or chgnet profile")
         if self.executor.kind == "parsl":
             for name, prof in self.profiles.items():
                 if prof.kind == "qe" and prof.mpi_ranks > self.executor.cores_per_worker:
-                    raise ValueError(f"profiles.{name}.mpi_ranks: {prof.mpi_ranks} ranks do not fit in a worker of "
+                    raise FieldError(("profiles", name, "mpi_ranks"), f"{prof.mpi_ranks} ranks do not fit in a worker of "
                                      f"executor.cores_per_worker = {self.executor.cores_per_worker}")
         return self
 

@@ -9,6 +9,11 @@ Walking that tree expands aliases: a 1.5 KB "billion laughs" file of nested
 aliases would expand to billions of nodes, and ``&a [*a]`` to an infinite
 tree. So the file size is capped before parsing and the expanded size of the
 composed node graph is measured (linear in the file) before converting.
+
+Scalars that no manifest needs and that break later code are refused where
+they are written, with their line and key path: strings with a NUL byte,
+`!!binary` values, integers beyond 64 bits (and the 4,300-digit ones Python
+refuses to convert), impossible dates.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ MAX_MANIFEST_BYTES = 10 * 1024 * 1024
 # Nodes aliases may add beyond those written in the file: profiles reused a
 # few times add dozens; a billion-laughs file adds billions.
 MAX_ALIAS_EXPANSION = 100_000
+MAX_INT_BITS = 64
 
 
 def load_yaml_with_lines(path: Path) -> tuple[Any, dict[Path_, int]]:
@@ -111,14 +117,15 @@ def _convert(loader: yaml.SafeLoader, node: yaml.Node, at: Path_, lines: dict, p
         loader.flatten_mapping(node)
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            key = _scalar(loader, key_node, at, path, what="key")
             if not isinstance(key, (str, int, float, bool)) and key is not None:
-                raise ManifestError(f"{path}:{key_node.start_mark.line + 1}: mapping keys must be scalars")
+                raise ManifestError(f"{path}:{key_node.start_mark.line + 1}: {dotted(at) or '(top level)'}: "
+                                    "mapping keys must be scalars")
             if key in out:
                 first = lines.get(at + (key,), "?")
                 raise ManifestError(
                     f"{path}:{key_node.start_mark.line + 1}: duplicate key "
-                    f"'{'.'.join(map(str, at + (key,)))}' (first defined on line {first})",
+                    f"'{dotted(at + (key,))}' (first defined on line {first})",
                     fix="give each entry a unique name",
                 )
             lines[at + (key,)] = key_node.start_mark.line + 1
@@ -126,7 +133,44 @@ def _convert(loader: yaml.SafeLoader, node: yaml.Node, at: Path_, lines: dict, p
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_convert(loader, item, at + (i,), lines, path) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    return _scalar(loader, node, at, path)
+
+
+def _scalar(loader: yaml.SafeLoader, node: yaml.Node, at: Path_, path: Path, what: str = "value") -> Any:
+    """Construct a scalar (or a key); refuse what no manifest needs, naming line and key."""
+    where = f"{path}:{node.start_mark.line + 1}: {dotted(at) or '(top level)'}"
+    try:
+        value = loader.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        raise
+    except Exception as exc:  # int('9' * 5000) past Python's int-string limit; 2024-13-45; !!timestamp 'x'
+        text = str(getattr(node, "value", ""))
+        raise ManifestError(f"{where}: cannot read the {what} {_short(text)}: {exc}") from None
+    if isinstance(value, str) and "\0" in value:
+        raise ManifestError(f"{where}: a NUL byte in the {what} {_short(value)}", fix="remove the \\0 from the string")
+    if isinstance(value, (bytes, bytearray)):
+        raise ManifestError(f"{where}: binary (!!binary) {what}s are not allowed in a manifest")
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
+        raise ManifestError(f"{where}: integer {what} of {value.bit_length():,} bits is out of range "
+                            f"(at most {MAX_INT_BITS} bits)")
+    return value
+
+
+def _short(text: str, n: int = 60) -> str:
+    """``text`` for a message: control characters escaped, at most ``n`` characters."""
+    out = repr(text[:n])
+    return out if len(text) <= n else out + f" ({len(text):,} characters)"
+
+
+def dotted(at: Path_) -> str:
+    """A key path for a message: ``candidate_sets.0.source``; control characters escaped, long keys cut."""
+    parts = []
+    for p in at:
+        s = str(p) if not isinstance(p, str) else p
+        if not s.isprintable():
+            s = repr(s)[1:-1]
+        parts.append(s if len(s) <= 80 else s[:80] + "...")
+    return ".".join(parts)
 
 
 def line_of(lines: dict[Path_, int], at: Path_) -> int | None:

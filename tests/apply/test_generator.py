@@ -15,7 +15,7 @@ from tests.model.tiny import write_tiny_checkpoint
 
 
 def _manifest(tmp, sha, count=6, top_k=2, weights=None, stages=("screen", "relax")):
-    st = {"screen": {"min_distance_a": 0.01, "density_min_g_cm3": 0.0, "density_max_g_cm3": 1000.0,
+    st = {"screen": {"min_distance_a": 0.01, "density_min_g_cm3": 0.0, "density_max_g_cm3": 30.0,
                      "charge_neutral": False}}
     if "relax" in stages:
         st["relax"] = {"profile": "emt"}

@@ -53,3 +53,26 @@ def test_chgnet_model_from_profile_without_loading_weights():
 def test_engine_version_emt_is_the_ase_version():
     assert engine_version("emt") == f"ase {version('ase')}"
     assert engine_version("chgnet").startswith("chgnet ")
+
+
+def test_pw_version_of_a_hanging_or_broken_command_is_an_environment_problem(tmp_path, monkeypatch):
+    """A pw_command that never answers, or cannot start, is exit 5 with a reason, not a traceback."""
+    import subprocess
+
+    import pytest
+
+    from aimmat.engines.qe import execute
+    from aimmat.errors import EnvironmentProblem
+
+    def hang(*a, **kw):
+        raise subprocess.TimeoutExpired(a[0], 60)
+
+    monkeypatch.setattr(execute.subprocess, "run", hang)
+    with pytest.raises(EnvironmentProblem, match="did not print its version"):
+        execute.pw_version.__wrapped__("true")
+    exe = tmp_path / "pw.x"
+    exe.write_text("not a program")
+    exe.chmod(0o755)
+    monkeypatch.undo()
+    with pytest.raises(EnvironmentProblem, match="could not be started"):
+        execute.pw_version.__wrapped__(str(exe))

@@ -49,8 +49,16 @@ def pw_version(pw_command: str = "pw.x") -> str:
             f"{exe} not found on PATH (needed by a `kind: qe` profile)",
             fix="as root: apt-get install quantum-espresso libopenblas0-pthread (or `make setup`)",
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run(shlex.split(pw_command), input="", capture_output=True, text=True, cwd=tmp, timeout=60, env=pw_env())
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.run(shlex.split(pw_command), input="", capture_output=True, text=True, cwd=tmp, timeout=60,
+                                  env=pw_env())
+    except subprocess.TimeoutExpired:
+        raise EnvironmentProblem(f"{pw_command} did not print its version within 60 s on an empty input",
+                                 fix="check that `pw_command` runs pw.x (try it by hand with an empty input)") from None
+    except OSError as exc:
+        raise EnvironmentProblem(f"{pw_command} could not be started: {exc}",
+                                 fix="check that `pw_command` names an executable pw.x") from None
     m = re.search(r"Program PWSCF v\.(\S+)", proc.stdout)
     return f"pw.x {m.group(1)}" if m else "pw.x (unknown version)"
 

@@ -23,7 +23,7 @@ endif
 JOBS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo qe-demo test quick clean-demo sysdeps qe browser
+.PHONY: setup demo qe-demo test quick clean-demo sysdeps qe browser slurm slurm-stop slurm-status slurm-for-tests
 
 # Quantum ESPRESSO from Debian, with OpenBLAS (Debian's pw.x otherwise links
 # the reference BLAS: a 64-atom SCF iteration is about 4x slower).
@@ -87,7 +87,29 @@ qe-demo: setup
 clean-demo:
 	rm -rf campaigns/demo
 
-test: setup
+# A one-node Slurm cluster on this machine (Debian's slurm-wlm and munge), for
+# tests/apply/test_slurm.py: `make slurm` installs (apt-get, as root) and starts
+# munged, slurmctld and slurmd, and does nothing when the cluster already runs;
+# `make slurm-stop` stops the daemons it started, and only those.
+slurm:
+	@scripts/slurm-local.sh start
+
+slurm-stop:
+	@scripts/slurm-local.sh stop
+
+slurm-status:
+	@scripts/slurm-local.sh status
+
+# `make test` starts the cluster when it runs as root, but never fails on it:
+# without Slurm the Slurm tests skip, naming why.
+slurm-for-tests:
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "note: not root: no local Slurm cluster started (sudo make slurm); tests/apply/test_slurm.py will skip" >&2; \
+	elif ! scripts/slurm-local.sh start; then \
+	  echo "note: local Slurm cluster not started (reason above); tests/apply/test_slurm.py will skip" >&2; \
+	fi
+
+test: setup slurm-for-tests
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 quick: setup

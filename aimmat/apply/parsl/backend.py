@@ -23,11 +23,51 @@ from aimmat.state.lock import LOCK
 
 _WORKER_CORES: dict = {}  # "cores": what this worker process's engines are sized to
 
+# Set by srun for the tasks of a job step (and by its MPI plugin): a pool that
+# `launcher: srun` started is task 0 of step 0, and everything it runs
+# inherits that. pw.x's Open MPI then takes a plain (one-rank) pw.x for a
+# direct launch by srun and aborts in MPI_Init without PMI support.
+_STEP_VARS = ("SLURM_STEP_", "SLURM_STEPID", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_TASK_PID", "SLURM_GTIDS",
+              "SLURM_SRUN_COMM_", "SLURM_LAUNCH_NODE_IPADDR", "SLURM_CPU_BIND", "SLURM_LABELIO", "SLURM_PRIO_PROCESS",
+              "SLURM_UMASK", "SLURM_DISTRIBUTION", "PMI_", "PMIX_")
+
+
+def _block_environment(env) -> None:
+    """Give the engines of a worker in a Slurm block the job script's environment.
+
+    - Inside an ``srun`` job step (``launcher: srun``): drop the step's and
+      the task's variables (``SLURM_STEP_ID``, ``SLURM_PROCID``, ``PMI_*``,
+      ``PMIX_*`` ...), so pw.x runs as it would from the job script: a
+      one-rank pw.x is an MPI singleton, not a rank of the worker's step.
+      And ``SLURM_OVERLAP=1``: the pool's step holds every CPU of the node,
+      so a QE profile ``launcher: srun ...`` would wait for a CPU forever;
+      the worker's own cores are what its pw.x runs share.
+    - In any Slurm job: Open MPI's ``mpirun`` ignores the Slurm allocation
+      (``OMPI_MCA_ras=^slurm``, unless worker_init set it). Parsl asks one
+      task per node (``--ntasks-per-node=1 --cpus-per-task=N``), which
+      ``mpirun`` reads as one slot: ``mpirun -np 2`` refuses ("not enough
+      slots"). aimmat shares the worker's cores among its pw.x runs itself
+      and never spans nodes, so the node counts as a plain machine.
+
+    Parameters
+    ----------
+    env : MutableMapping
+        The worker's environment (``os.environ``), changed in place.
+    """
+    if "SLURM_JOB_ID" not in env:
+        return
+    if "SLURM_STEP_ID" in env or "SLURM_STEPID" in env:
+        for name in [n for n in env if n.startswith(_STEP_VARS) and not n.startswith("PMIX_MCA_")]:
+            del env[name]
+        env.setdefault("SLURM_OVERLAP", "1")
+    env.setdefault("OMPI_MCA_ras", "^slurm")
+
 
 # ---------------------------------------------------------------- worker side
 def _remote(fn, task, cores: int, lock_path: str | None, lock_text: str | None):
     """Runs in a Parsl worker: size the engines to the worker, guard, run."""
     if _WORKER_CORES.get("cores") != cores:
+        _block_environment(os.environ)
         from aimmat.runtime import slots
 
         # CHGNet's torch threads; OMP_NUM_THREADS is left alone: pw.x

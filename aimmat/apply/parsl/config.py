@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 from aimmat.manifest.executor_spec import ParslExecutorSpec
@@ -92,12 +93,36 @@ def _slurm_kwargs(ex: ParslExecutorSpec) -> dict:
     )
 
 
+# Parsl's SlurmProvider looks at its jobs (sacct, or squeue) every 60 s, and
+# only then replaces a block that scancel, its walltime or a node failure
+# ended: its tasks are ManagerLost after heartbeat_threshold_s, but the tasks
+# still queued wait for that look. Look as often as a lost pool is noticed
+# (heartbeat_threshold_s), at most every 60 s.
+SLURM_POLL_MAX_S = 60
+
+
+@lru_cache(maxsize=1)
+def _slurm_provider_class():
+    from parsl.providers import SlurmProvider
+
+    class AimmatSlurmProvider(SlurmProvider):
+        """SlurmProvider whose job-status poll follows the executor's heartbeat threshold."""
+
+        poll_s = SLURM_POLL_MAX_S
+
+        @property
+        def status_polling_interval(self) -> int:
+            return self.poll_s
+
+    return AimmatSlurmProvider
+
+
 def _provider(ex: ParslExecutorSpec):
     """A SlurmProvider, or a LocalProvider running one block on this machine."""
     if ex.provider == "slurm":
-        from parsl.providers import SlurmProvider
-
-        return SlurmProvider(**_slurm_kwargs(ex))
+        provider = _slurm_provider_class()(**_slurm_kwargs(ex))
+        provider.poll_s = max(1, min(SLURM_POLL_MAX_S, ex.heartbeat_threshold_s))
+        return provider
     from parsl.launchers import SingleNodeLauncher
     from parsl.providers import LocalProvider
 

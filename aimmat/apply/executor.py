@@ -8,6 +8,12 @@ upstream reran to an identical result is kept and a failed screen blocks
 what follows. A candidate that reaches a shortlist still waiting for other
 screens goes on in the next pass. Apply is the only writer of the campaign
 folder, and the record index is refreshed here, under the lock.
+
+A damaged record or a symlink in a candidate apply works on stops it before
+the first write (all of them named at once); those of other candidates are
+warnings. A task that cannot write its folder fails with ``io_error`` (or
+``symlink``) and the others go on; after ``apply_start`` the journal is
+closed with ``apply_end`` on success and on any error (which it names).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from aimmat.apply.progress import Progress
 from aimmat.apply.render_step import render
 from aimmat.apply.prune import prune as prune_orphans
 from aimmat.apply.reconcile import reconcile_journal
-from aimmat.apply.runner import TaskResult, run_task
+from aimmat.apply.runner import IO_FAILURES, TaskResult, run_task
 from aimmat.apply.tasks import make_task
 from aimmat.manifest.load import CampaignSpec
 from aimmat.plan.actions import Action, Plan, StageAction
@@ -39,7 +45,7 @@ from aimmat.state.atomic import write_json_atomic
 from aimmat.state.index_write import save_index
 from aimmat.state.layout import CAMPAIGN_FILE
 from aimmat.state.lock import CampaignLock
-from aimmat.state.scan import Observed, scan, scan_candidate
+from aimmat.state.scan import Observed, check_observed, scan, scan_candidate
 
 
 @dataclass
@@ -52,10 +58,16 @@ class ApplySummary:
     passes: int = 0
     rendered: dict | None = None  # the render lock, when apply rendered
     wall_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # damaged records / symlinks outside --target, orphans'
 
     @property
     def n_ran(self) -> int:
         return sum(self.ran.values())
+
+    @property
+    def io_failed(self) -> list[TaskResult]:
+        """Tasks that could not read or write their folder (``io_error``, ``symlink``)."""
+        return [r for r in self.failed if r.failure_code in IO_FAILURES]
 
 
 def _first_runnable(actions: list[StageAction], gates: dict[str, bool]) -> StageAction | None:
@@ -74,9 +86,22 @@ def _first_runnable(actions: list[StageAction], gates: dict[str, bool]) -> Stage
     return None
 
 
-def _observe(cdir, rescan: bool = False) -> Observed:
+def _observe(cdir, rescan: bool = False, check=None) -> Observed:
     # apply holds the lock: no running record is alive, whatever it says
-    return scan(cdir, probe_alive=False, rescan=rescan)
+    observed = scan(cdir, probe_alive=False, rescan=rescan)
+    if check is not None:
+        check(observed)
+    return observed
+
+
+def _checker(spec: CampaignSpec, target, summary: "ApplySummary"):
+    """Refuse (CampaignError) a damaged record or symlink in a candidate in
+    scope; collect the warnings of the others on ``summary`` (once each)."""
+    def check(observed: Observed) -> None:
+        for w in check_observed(observed, ((c.set_name, c.cand_id) for c in spec.candidates), target):
+            if w not in summary.warnings:
+                summary.warnings.append(w)
+    return check
 
 
 def apply(spec: CampaignSpec, *, jobs: int = 1, target: tuple[str, str | None] | None = None,
@@ -88,38 +113,32 @@ def apply(spec: CampaignSpec, *, jobs: int = 1, target: tuple[str, str | None] |
     ``rescan``: read every record file and rebuild the record index."""
     t0 = time.perf_counter()
     cdir = spec.campaign_dir
-    # Validate every input before the first write (exit 3, folder untouched).
-    prepared = prepare(spec, scan(cdir, probe_alive=False), progress=progress)
-    res = prepared.resolved
     summary = ApplySummary()
+    check = _checker(spec, target, summary)
+    # Validate every input before the first write (exit 3, folder untouched); a
+    # damaged record or a symlink in scope is refused here too (exit 4).
+    prepared = prepare(spec, _observe(cdir, check=check), progress=progress)
     cdir.mkdir(parents=True, exist_ok=True)
     with CampaignLock(cdir):
         journal.repair_tail(cdir)
         observed = scan(cdir, temp_files=True, probe_alive=False)
+        check(observed)  # again, under the lock: before the first write to a record
         for tmp in observed.temp_files:  # half-written files of a killed apply
             tmp.unlink(missing_ok=True)
-        reconcile_journal(cdir, observed)
+        damaged_log = reconcile_journal(cdir, observed)  # the journal is a log: bad lines are skipped, and said
+        if damaged_log:
+            summary.warnings.append(f"warning: {damaged_log}")
         journal.append(cdir, "apply_start", manifest_sha256=spec.sha256, aimmat=aimmat.__version__, pid=os.getpid())
-        with gc_paused():
-            lists = shortlists(res, observed, replace)
-            current = plan(res, observed, replace=replace, target=target, lists=lists)
-        if prune:
-            summary.pruned = prune_orphans(cdir, current.orphans)
-        slots.init(cores or os.cpu_count() or 1)  # before the pool forks: shared by all workers
-        backend = make_backend(jobs, spec)
         try:
-            _run_passes(res, prepared, backend, max(1, jobs), current, lists, replace, target, summary, Progress(progress))
-        finally:
-            backend.shutdown()
-        observed = _observe(cdir, rescan)
-        with gc_paused():
-            final = plan(res, observed, target=target)
-        summary.kept = final.count(Action.KEEP)
-        summary.blocked = final.count(Action.BLOCKED)
-        save_index(observed.index, spec.source_hashes)
-        write_json_atomic(cdir / CAMPAIGN_FILE, {"manifest_sha256": spec.sha256, "manifest": str(spec.path),
-                                                 "aimmat": aimmat.__version__, "applied": journal.now_iso(),
-                                                 "environment": dict(res.environment)})
+            final = _apply_locked(spec, prepared, observed, jobs, target, replace, prune, progress, cores, rescan,
+                                  summary, check)
+        except Exception as exc:  # the journal says this apply ended, and how
+            try:
+                journal.append(cdir, "apply_end", ran=summary.n_ran, failed=len(summary.failed),
+                               error=f"{type(exc).__name__}: {exc}")
+            except OSError:
+                pass
+            raise
         journal.append(cdir, "apply_end", ran=summary.n_ran, failed=len(summary.failed))
         if render_command is not None and spec.manifest.render:  # the manuscript follows the records it reports
             summary.rendered = render(spec, render_command)
@@ -127,11 +146,44 @@ def apply(spec: CampaignSpec, *, jobs: int = 1, target: tuple[str, str | None] |
     return summary, final
 
 
+def _apply_locked(spec: CampaignSpec, prepared, observed: Observed, jobs: int, target, replace, prune: bool,
+                  progress: bool, cores, rescan: bool, summary: ApplySummary, check) -> Plan:
+    """Apply's work between ``apply_start`` and ``apply_end``: prune, the
+    passes, the final scan and plan, the index and campaign.json."""
+    res = prepared.resolved
+    cdir = spec.campaign_dir
+    with gc_paused():
+        lists = shortlists(res, observed, replace)
+        current = plan(res, observed, replace=replace, target=target, lists=lists)
+    if prune:
+        summary.pruned = prune_orphans(cdir, current.orphans)
+        gone = [f"warning: {cdir / p.split(' (')[0]}" for p in summary.pruned]  # their warnings are moot now
+        summary.warnings = [w for w in summary.warnings if not any(w.startswith((g + " ", g + ":", g + "/")) for g in gone)]
+    slots.init(cores or os.cpu_count() or 1)  # before the pool forks: shared by all workers
+    backend = make_backend(jobs, spec)
+    try:
+        _run_passes(res, prepared, backend, max(1, jobs), current, lists, replace, target, summary, Progress(progress),
+                    check)
+    finally:
+        backend.shutdown()
+    observed = _observe(cdir, rescan)
+    with gc_paused():
+        final = plan(res, observed, target=target)
+    summary.kept = final.count(Action.KEEP)
+    summary.blocked = final.count(Action.BLOCKED)
+    save_index(observed.index, spec.source_hashes)
+    write_json_atomic(cdir / CAMPAIGN_FILE, {"manifest_sha256": spec.sha256, "manifest": str(spec.path),
+                                             "aimmat": aimmat.__version__, "applied": journal.now_iso(),
+                                             "environment": dict(res.environment)})
+    return final
+
+
 def _run_passes(res, prepared, backend, jobs: int, current: Plan, lists: dict, replace, target, summary: ApplySummary,
-                prog: Progress) -> None:
+                prog: Progress, check=None) -> None:
     cdir = res.campaign_dir
     srcs = {(s.set_name, s.cand_id): s for s in res.spec.candidates}
     queue = current.pending_candidates()
+    stuck: set = set()  # candidates whose folder could not be written: not tried again in this apply
     replace_left = {k: set(replace) for k in queue}
     width = max(1, getattr(backend, "width", jobs))  # a Parsl backend: its worker slots
     inflight: dict = {}
@@ -166,15 +218,18 @@ def _run_passes(res, prepared, backend, jobs: int, current: Plan, lists: dict, r
                         summary.failed.append(r)
                     if r.status == "lost":  # its worker died: the record stays `running`, the next apply resumes it
                         continue
+                    if r.failure_code in IO_FAILURES:  # its folder cannot be written: the same would happen again
+                        stuck.add(cand)
+                        continue
                     queue.insert(0, cand)  # continue this candidate's chain first
             if not res.ranked:
                 break
             # a set's shortlist resolves once all its candidates are screened:
             # one scan and one plan, and the candidates it lets through go on
-            observed = _observe(cdir)
+            observed = _observe(cdir, check=check)
             with gc_paused():
                 lists = shortlists(res, observed)
-                queue = plan(res, observed, target=target, lists=lists).pending_candidates()
+                queue = [c for c in plan(res, observed, target=target, lists=lists).pending_candidates() if c not in stuck]
             if not queue:
                 break
     finally:

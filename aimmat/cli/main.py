@@ -13,7 +13,7 @@ import traceback
 import click
 
 from aimmat import __version__
-from aimmat.errors import EXIT_CHANGES_PENDING, EXIT_FAILED_STAGES, AimmatError, UsageError
+from aimmat.errors import EXIT_CHANGES_PENDING, EXIT_FAILED_STAGES, AimmatError, CampaignError, UsageError
 
 _DEBUG = False
 
@@ -34,6 +34,21 @@ def _check_target(spec, target) -> None:
         raise UsageError(f"--target: no candidate set '{target[0]}' in {spec.path} (sets: {', '.join(spec.sets())})")
     if target[1] and not any(c.set_name == target[0] and c.cand_id == target[1] for c in spec.candidates):
         raise UsageError(f"--target: no candidate '{target[1]}' in set '{target[0]}'")
+
+
+def _scan_checked(spec, rescan: bool = False, target=None):
+    """The campaign folder's scan; every damaged record and symlink of a
+    candidate in scope is one error (exit 4), the others warnings on stderr."""
+    from aimmat.state.scan import check_observed, scan
+
+    observed = scan(spec.campaign_dir, rescan=rescan)
+    _warn(check_observed(observed, ((c.set_name, c.cand_id) for c in spec.candidates), target))
+    return observed
+
+
+def _warn(lines) -> None:
+    for line in lines:
+        click.echo(line, err=True)
 
 
 def _check_replace(spec, replace) -> frozenset[str]:
@@ -83,12 +98,11 @@ def diff(manifest, as_json, exit_code, target, replace, verbose, rescan) -> None
     from aimmat.plan import plan
     from aimmat.plan.show import format_plan
     from aimmat.runtime.gcpause import gc_paused
-    from aimmat.state.scan import scan
 
     spec = _load(manifest, rescan)
     tgt = _parse_target(target)
     _check_target(spec, tgt)
-    observed = scan(spec.campaign_dir, rescan=rescan)
+    observed = _scan_checked(spec, rescan, tgt)
     # new structure files are parsed here too (a bad one is exit 3); generated ones are not sampled
     prepared = prepare(spec, observed, generate=False, progress=False)
     with gc_paused():
@@ -121,6 +135,7 @@ def apply(manifest, jobs, target, replace, prune, cores, quiet, rescan) -> None:
     summary, final = run_apply(spec, jobs=jobs, target=tgt, replace=_check_replace(spec, replace), prune=prune,
                                progress=not quiet, cores=cores, render_command=["aimmat", "apply", manifest],
                                rescan=rescan)
+    _warn(summary.warnings)
     if summary.n_ran == 0 and not summary.pruned:
         click.echo(f"Nothing to do: {summary.kept} stages up to date" + (f", {summary.blocked} blocked." if summary.blocked else "."))
     else:
@@ -129,13 +144,21 @@ def apply(manifest, jobs, target, replace, prune, cores, quiet, rescan) -> None:
     for p in summary.pruned:
         click.echo(f"  pruned {p}")
     for f in summary.failed:
-        click.echo(f"  failed {f.set_name}/{f.cand_id} {f.stage}: {f.failure_code} after {f.attempts} attempt(s)", err=True)
+        if f in summary.io_failed:
+            click.echo(f"  failed {f.set_name}/{f.cand_id} {f.stage}: {f.failure_code}: {f.message}", err=True)
+        else:
+            click.echo(f"  failed {f.set_name}/{f.cand_id} {f.stage}: {f.failure_code} after {f.attempts} attempt(s)", err=True)
     orphans = final.orphans
     if orphans:
         click.echo(f"  {len(orphans)} orphan(s) left in place; `aimmat apply --prune` removes them.", err=True)
     click.echo(summary_line(final))
     if summary.rendered is not None:
         click.echo(f"Rendered {len(summary.rendered['outputs'])} output(s) into {spec.campaign_dir / 'manuscript'}")
+    if summary.io_failed:
+        click.echo(f"error: {len(summary.io_failed)} stage task(s) could not read or write the campaign folder (see the "
+                   "`failed` lines above); the other candidates were applied\n  fix: repair those paths (permissions, "
+                   "a file or symlink where a folder should be, free space), then run `aimmat apply` again", err=True)
+        sys.exit(CampaignError.exit_code)
     failed_now = [a for a in final.actions if a.state == "failed"]
     if failed_now:
         sys.exit(EXIT_FAILED_STAGES)
@@ -148,11 +171,10 @@ def apply(manifest, jobs, target, replace, prune, cores, quiet, rescan) -> None:
 @click.option("--rescan", is_flag=True, help="Ignore the record index and read every record file (the index is refreshed by the next apply).")
 def status(manifest, as_json, verbose, rescan) -> None:
     """Candidates by status, per candidate set. Writes nothing."""
-    from aimmat.state.scan import scan
     from aimmat.state.show import format_status, status_table
 
     spec = _load(manifest, rescan)
-    observed = scan(spec.campaign_dir, rescan=rescan)
+    observed = _scan_checked(spec, rescan)
     table = status_table(spec, observed)
     click.echo(json.dumps(table, indent=1) if as_json else format_status(table, verbose=verbose))
 
@@ -163,10 +185,9 @@ def status(manifest, as_json, verbose, rescan) -> None:
 def evidence(manifest, rescan) -> None:
     """Print the scope-separated evidence snapshot (JSON) computed from records. Writes nothing."""
     from aimmat.evidence.snapshot import snapshot
-    from aimmat.state.scan import scan
 
     spec = _load(manifest, rescan)
-    observed = scan(spec.campaign_dir, rescan=rescan)
+    observed = _scan_checked(spec, rescan)
     click.echo(json.dumps(snapshot(spec, observed), indent=1, sort_keys=True))
 
 
@@ -271,6 +292,13 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted; run `aimmat apply` again to resume", err=True)
         return 130
+    except OSError as exc:  # a file system problem no command turned into an AimmatError
+        if _DEBUG:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"error: {where}{exc.strerror or exc}\n  fix: check that path (permissions, a file or symlink where a "
+                   "folder should be, free space) and run the command again", err=True)
+        return CampaignError.exit_code
     return 0
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 from aimmat.manifest import stage_table
 
@@ -40,3 +41,30 @@ def is_stage_dir(name: str) -> bool:
 def record_path(cdir: str, name: str | None) -> str:
     """candidate.json (``name`` None) or a stage's record.json under a candidate folder."""
     return f"{cdir}/{CANDIDATE_FILE}" if name is None else f"{cdir}/{name}/{RECORD_FILE}"
+
+
+def symlink_in(campaign_dir, path) -> tuple[str, str] | None:
+    """(link, its target) of the first symlink on the way from ``campaign_dir``
+    (itself not checked: a campaign folder may live behind a link) down to
+    ``path`` (checked too); ``("", reason)`` when ``path`` is not inside the
+    campaign folder; None when every existing component is a real folder
+    or file. Writers call it before writing: apply never follows a link out
+    of the campaign folder."""
+    root = os.path.abspath(campaign_dir)
+    rel = os.path.relpath(os.path.abspath(path), root)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+        return "", f"{path} is outside the campaign folder {root}"
+    cur = root
+    for part in ([] if rel == os.curdir else rel.split(os.sep)):
+        cur = os.path.join(cur, part)
+        try:
+            st = os.lstat(cur)
+        except (FileNotFoundError, NotADirectoryError):  # the rest is created by the write (or fails there)
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(cur)
+            except OSError:
+                target = "?"
+            return cur, target
+    return None

@@ -7,12 +7,22 @@ the campaign lock, writes it (``aimmat.state.index_write.save_index``).
 
 Whether a ``running`` record's process is still alive is decided here, at
 scan time (``Observed.alive``), so the plan reads it as data.
+
+A record that cannot be read (a folder where the file should be, no
+permission, invalid JSON, another schema) does not stop the scan: every
+one is collected on ``Observed.damaged``, and every symlink found where a
+set, candidate or stage folder (or a record file) should be on
+``Observed.links``; the scan never reads through such a link. The commands
+decide with ``check_observed``: an error listing all of them when one is in
+a candidate they work on, a warning for the others.
 """
 
 from __future__ import annotations
 
+import errno
 import marshal
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +110,8 @@ class Observed:
     lock_held: bool = False
     alive: set[tuple[str, str, str]] = field(default_factory=set)  # (set, candidate, stage) of running records whose process lives
     index: Index | None = field(default=None, repr=False, compare=False)
+    damaged: list[tuple[str, str]] = field(default_factory=list)  # (path, what is wrong) of records (or folders) that could not be read
+    links: list[tuple[str, str]] = field(default_factory=list)  # (path, target) of symlinks where a folder or record should be
 
     def is_alive(self, set_name: str, cand_id: str, stage: str) -> bool:
         return (set_name, cand_id, stage) in self.alive
@@ -113,12 +125,89 @@ def read_candidate_record(path) -> CandidateRecord | None:
     return _read_if_exists(str(path), CandidateRecord)
 
 
-def _entries(path):
+def _entries(path, observed: Observed | None = None):
     try:
         with os.scandir(path) as it:
             return list(it)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as exc:
+        _problem(observed, str(path), f"cannot be listed: {exc.strerror or exc}")
+        return []
+
+
+# -- damaged records and symlinks ----------------------------------------------
+
+def _problem(observed: Observed | None, path: str, what: str, link: str | None = None) -> None:
+    """Collect a damaged record (or, with ``link``, a symlink) on ``observed``;
+    without one (a single record read by apply), raise it at once."""
+    if observed is None:
+        msg, kw = _describe([(path, what, link)], os.path.dirname(path))
+        raise CampaignError(msg, **kw)
+    if link is None:
+        observed.damaged.append((path, what))
+    else:
+        observed.links.append((path, link))
+
+
+def _fix(path: str, what: str, link: str | None) -> str:
+    name = os.path.basename(path)
+    if link is not None:
+        kind = "file" if name in (CANDIDATE_FILE, RECORD_FILE) else "folder"
+        return f"replace it with a real {kind} (rm {path}; then copy {link} there), or remove it"
+    if name == RECORD_FILE:
+        return f"restore it from a backup, or delete the stage folder {os.path.dirname(path)} to recompute the stage"
+    if name == CANDIDATE_FILE:
+        return f"restore it from a backup, or delete the candidate folder {os.path.dirname(path)} to import it again"
+    if what.startswith("cannot be listed"):
+        return "make it readable (chmod u+rx), or delete it to recompute what it held"
+    return f"delete it ({path}) to recompute that stage"
+
+
+def _line(path: str, what: str, link: str | None, fix: bool = True) -> str:
+    if link is not None:
+        line = f"{path} -> {link}: a symlink (aimmat never follows links out of the campaign folder)"
+    else:
+        line = f"{path}: {what}"
+    return line + (f"\n    fix: {_fix(path, what, link)}" if fix else "")
+
+
+def _describe(items: list[tuple[str, str, str | None]], where) -> tuple[str, dict]:
+    """The message (and fix) of a CampaignError naming every problem in ``items``."""
+    n_links = sum(1 for i in items if i[2] is not None)
+    counts = [f"{len(items) - n_links} unreadable record(s)"] if len(items) > n_links else []
+    counts += [f"{n_links} symlink(s)"] if n_links else []
+    lines = "\n".join(f"  {_line(*i)}" for i in items)
+    return (f"{' and '.join(counts)} in the campaign folder {where}:\n{lines}",
+            {"fix": "repair each path as its line says, then run the command again"})
+
+
+def check_observed(observed: Observed, candidates, target: tuple[str, str | None] | None = None) -> list[str]:
+    """Raise one CampaignError naming every damaged record and symlink that
+    belongs to a candidate in scope: ``candidates`` (the manifest's (set,
+    candidate) pairs) narrowed to ``target`` (SET or (SET, CANDIDATE)). The
+    others (outside the target, or orphans the manifest does not give) are
+    returned as warning lines; the command leaves them alone."""
+    if not observed.damaged and not observed.links:
+        return []
+    scope = {(s, c) for s, c in candidates
+             if target is None or (s == target[0] and (target[1] is None or c == target[1]))}
+    sets = {s for s, _ in scope}
+    root = str(observed.campaign_dir)
+    inside, outside = [], []
+    for path, what, link in ([(p, w, None) for p, w in observed.damaged] + [(p, "symlink", t) for p, t in observed.links]):
+        parts = os.path.relpath(path, root).split(os.sep)
+        ours = parts[0] in sets if len(parts) == 1 else (parts[0], parts[1]) in scope
+        (inside if ours else outside).append((path, what, link))
+    if inside:
+        msg, kw = _describe(inside, root)
+        if outside:
+            msg += f"\n  (and {len(outside)} more outside the candidates this command works on)"
+        raise CampaignError(msg, **kw)
+    why = "outside --target" if target is not None else "not a candidate of the manifest"
+    return [f"warning: {_line(*i, fix=False)} ({why}: left alone"
+            + ("; `apply --prune` removes the link, not its target)" if i[2] is not None and target is None else ")")
+            for i in outside]
 
 
 def _read_if_exists(path: str, model):
@@ -127,60 +216,112 @@ def _read_if_exists(path: str, model):
     return got[0] if got else None
 
 
-def _read_with_stat(path: str, model):
-    """(record, stat taken before reading, the bytes read) of ``path``, or None when absent."""
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _read_with_stat(path: str, model, observed: Observed | None = None):
+    """(record, stat taken before reading, the bytes read) of ``path``, or None
+    when absent. A record that cannot be read is collected on ``observed``
+    (None returned), or raised as a CampaignError without one. A symlink is
+    not followed (O_NOFOLLOW); a FIFO does not block (O_NONBLOCK)."""
     try:
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())  # before reading: a later rewrite changes what the index compares
-            data = fh.read()
-    except (FileNotFoundError, NotADirectoryError):
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            return _problem(observed, path, "symlink", target)
+        if exc.errno == errno.ENOTDIR:  # the stage "folder" is a file
+            return _problem(observed, os.path.dirname(path), "is a file where a stage folder should be")
+        return _problem(observed, path, f"cannot be read: {exc.strerror or exc}")
+    try:
+        st = os.fstat(fd)  # before reading: a later rewrite changes what the index compares
+        if not stat.S_ISREG(st.st_mode):
+            return _problem(observed, path, "is a folder, not a file" if stat.S_ISDIR(st.st_mode) else "is not a regular file")
+        data = os.read(fd, st.st_size + 1)  # one read: a short one is the end of a regular file
+        if len(data) > st.st_size:  # it grew meanwhile: the rest
+            chunks = [data]
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+    except OSError as exc:
+        return _problem(observed, path, f"cannot be read: {exc.strerror or exc}")
+    finally:
+        os.close(fd)
     try:
         rec = model.model_validate_json(data)
-    except (ValidationError, ValueError) as exc:
-        raise CampaignError(
-            f"{path}: unreadable {model.__name__}: {str(exc).splitlines()[0]}",
-            fix=f"restore the file from a backup, or delete its folder ({os.path.dirname(path)}) to recompute it",
-        ) from None
+    except ValidationError as exc:
+        return _problem(observed, path, f"not a valid {model.__name__}: {_first_error(exc)}")
+    except ValueError as exc:
+        return _problem(observed, path, f"not a valid {model.__name__}: {str(exc).splitlines()[0]}")
     return rec, st, data
 
 
-def _list_candidate(cdir: str, temp_files: list | None) -> tuple[bool, list[str]]:
-    """(candidate.json present, sorted stage folders) of a candidate folder;
-    with ``temp_files`` given, also collect half-written temp files."""
-    has_candidate, stage_dirs = False, []
-    for entry in _entries(cdir):
+def _first_error(exc: ValidationError) -> str:
+    errs = exc.errors(include_url=False)
+    if not errs:
+        return str(exc).splitlines()[0]
+    e = errs[0]
+    where = ".".join(str(x) for x in e.get("loc", ()))
+    msg = (f"{where}: " if where else "") + e.get("msg", "")
+    return msg + (f" (and {len(errs) - 1} more error(s))" if len(errs) > 1 else "")
+
+
+_NO_LINKS: frozenset = frozenset()
+
+
+def _list_candidate(cdir: str, temp_files: list | None, observed: Observed | None = None) -> tuple[bool, list[str], set]:
+    """(candidate.json present, sorted stage folders, the stage folders that
+    are symlinks: not read) of a candidate folder; with ``temp_files``
+    given, also collect half-written temp files (never behind a link)."""
+    has_candidate, stage_dirs, links = False, [], _NO_LINKS
+    for entry in _entries(cdir, observed):
         name = entry.name
         if name.startswith(TMP_PREFIX):
             if temp_files is not None:
                 temp_files.append(Path(entry.path))
         elif name == CANDIDATE_FILE:
             has_candidate = True
-        elif is_stage_dir(name) or entry.is_dir():
+        elif is_stage_dir(name):
             stage_dirs.append(name)
-            if temp_files is not None and is_stage_dir(name):
-                for e in _entries(entry.path):
+            if entry.is_symlink():  # from the listing's file type: no system call
+                links = set(links) | {name}
+                try:
+                    target = os.readlink(entry.path)
+                except OSError:
+                    target = "?"
+                _problem(observed, entry.path, "symlink", target)
+            elif temp_files is not None:
+                for e in _entries(entry.path, observed):
                     if e.name.startswith(TMP_PREFIX):
                         temp_files.append(Path(e.path))
-                    elif e.name.startswith("attempt-") and e.is_dir():  # outcome.json of a killed attempt
-                        temp_files.extend(Path(t.path) for t in _entries(e.path) if t.name.startswith(TMP_PREFIX))
+                    elif e.name.startswith("attempt-") and e.is_dir(follow_symlinks=False):  # outcome.json of a killed attempt
+                        temp_files.extend(Path(t.path) for t in _entries(e.path, observed) if t.name.startswith(TMP_PREFIX))
+        elif entry.is_dir():
+            stage_dirs.append(name)
     stage_dirs.sort()
-    return has_candidate, stage_dirs
+    return has_candidate, stage_dirs, links
 
 
 def scan_candidate(campaign_dir, set_name: str, cand_id: str, temp_files: list | None = None,
-                   index: Index | None = None, set_fd: int | None = None) -> CandidateObs:
+                   index: Index | None = None, set_fd: int | None = None, observed: Observed | None = None) -> CandidateObs:
     """Records of one candidate. With ``temp_files`` given, also collect
     half-written temp files (apply sweeps them; diff does not need them).
-    ``set_fd``: an open descriptor of the set folder, for shorter stat paths."""
+    ``set_fd``: an open descriptor of the set folder, for shorter stat paths.
+    ``observed``: where damaged records and symlinks are collected; without
+    it the first one raises a CampaignError."""
     obs = CandidateObs(set_name, cand_id)
     rel = f"{set_name}/{cand_id}"
     cdir = f"{campaign_dir}/{rel}"  # os.path.join costs more than the stat it feeds, 500k times at 100k candidates
     if index is None:
-        has_candidate, obs.stage_dirs = _list_candidate(cdir, temp_files)
+        has_candidate, obs.stage_dirs, links = _list_candidate(cdir, temp_files, observed)
         for name in ([None] if has_candidate else []) + obs.stage_dirs:
-            if name is None or is_stage_dir(name):
-                got = _read_with_stat(record_path(cdir, name), CandidateRecord if name is None else StageRecord)
+            if name is None or (is_stage_dir(name) and name not in links):
+                got = _read_with_stat(record_path(cdir, name), CandidateRecord if name is None else StageRecord, observed)
                 if got is not None:
                     _set_record(obs, name, got[0])
         return obs
@@ -196,8 +337,8 @@ def scan_candidate(campaign_dir, set_name: str, cand_id: str, temp_files: list |
         if row[5] & Index.COMPLETE and _all_hits(obs, index, row, cand_id if set_fd is not None else cdir, set_fd):
             return obs
         obs.summary, obs.summaries, obs._pending = None, {}, []
-        listing = bool(row[5] & Index.HAS_CANDIDATE), obs.stage_dirs
-    _scan_changed(obs, index, rel, cdir, st, row, listing, temp_files)
+        listing = bool(row[5] & Index.HAS_CANDIDATE), obs.stage_dirs, _NO_LINKS
+    _scan_changed(obs, index, rel, cdir, st, row, listing, temp_files, observed)
     return obs
 
 
@@ -205,7 +346,7 @@ def _all_hits(obs: CandidateObs, index: Index, row: tuple, base: str, set_fd: in
     """The common case, written out for speed (400k records at 100k
     candidates): the folder is unchanged and every record file still has its
     entry's signature. False (nothing kept) on the first difference."""
-    stat = os.stat
+    stat = os.lstat  # a record replaced by a symlink has the link's signature: a miss
     summaries = obs.summaries
     try:
         entries = marshal.loads(row[7])
@@ -213,7 +354,7 @@ def _all_hits(obs: CandidateObs, index: Index, row: tuple, base: str, set_fd: in
             name = entry[0]
             try:
                 fst = stat(f"{base}/{CANDIDATE_FILE}" if name is None else f"{base}/{name}/{RECORD_FILE}", dir_fd=set_fd)
-            except (FileNotFoundError, NotADirectoryError):
+            except OSError:  # gone, or not a folder on the way, or no permission: the slow path says which
                 return False
             if entry[1] != (fst.st_size, fst.st_mtime_ns, fst.st_ctime_ns, fst.st_ino):  # layout.sig, inlined (hot)
                 return False
@@ -231,34 +372,39 @@ def _all_hits(obs: CandidateObs, index: Index, row: tuple, base: str, set_fd: in
 
 
 def _scan_changed(obs: CandidateObs, index: Index, rel: str, cdir: str, st: os.stat_result, row, listing,
-                  temp_files) -> None:
+                  temp_files, observed: Observed | None = None) -> None:
     """A candidate folder that changed (or is new to the index): list it
     unless ``listing`` is given, take each record from its entry when the
-    file's signature matches, read the others, and queue the folder's row."""
+    file's signature matches, read the others, and queue the folder's row.
+    A folder with a damaged record or a symlink gets no row (its old one is
+    dropped): it is listed and read again until it is repaired."""
     dirty = listing is None
+    n_problems = len(observed.damaged) + len(observed.links) if observed is not None else 0
     if listing is None:
-        listing = _list_candidate(cdir, temp_files)
+        listing = _list_candidate(cdir, temp_files, observed)
         # apply lists every folder (for temp files): an unchanged one keeps its row
         dirty = not (row is not None and tuple(row[1:5]) == index.sig(st) and bool(row[5] & Index.HAS_CANDIDATE) == listing[0]
                      and (row[6].split("/") if row[6] else []) == listing[1])
-    has_candidate, obs.stage_dirs = listing
+    has_candidate, obs.stage_dirs, links = listing
     try:
         entries = {e[0]: e for e in index.entries(row) if len(e[1]) == 4 and len(e[2]) in (len(CandidateSummary._fields), len(StageSummary._fields))}
     except (TypeError, IndexError):  # a damaged row: read the files
         entries = {}
     kept: list[tuple] = []
     for name in ([None] if has_candidate else []) + obs.stage_dirs:
-        if name is not None and not is_stage_dir(name):
+        if name is not None and (not is_stage_dir(name) or name in links):
             continue
         path = record_path(cdir, name)
         entry = entries.pop(name, None)
         if entry is not None:
             try:
-                fst = os.stat(path)
-            except (FileNotFoundError, NotADirectoryError):
+                fst = os.lstat(path)
+            except FileNotFoundError:
                 dirty = True  # gone since the listing
                 continue
-            if entry[1] == stat_sig(fst):
+            except OSError:  # the stage "folder" is a file, or cannot be entered: the read below says which
+                fst = None
+            if fst is not None and entry[1] == stat_sig(fst):
                 if name is None:
                     obs.summary = CandidateSummary._make(entry[2])
                 else:
@@ -266,7 +412,7 @@ def _scan_changed(obs: CandidateObs, index: Index, rel: str, cdir: str, st: os.s
                 obs._pending.append(entry)
                 kept.append(entry)
                 continue
-        got = _read_with_stat(path, CandidateRecord if name is None else StageRecord)
+        got = _read_with_stat(path, CandidateRecord if name is None else StageRecord, observed)
         dirty = True
         if got is None:
             continue
@@ -278,6 +424,10 @@ def _scan_changed(obs: CandidateObs, index: Index, rel: str, cdir: str, st: os.s
     if obs._pending:
         obs._index = index
         index.hits += len(obs._pending)
+    if observed is not None and len(observed.damaged) + len(observed.links) > n_problems:
+        index.put_rows.pop(rel, None)
+        index.rows[rel] = row or (rel,)  # rows left here are deleted by the next save
+        return
     if dirty or entries:  # something changed: the folder's row is written again
         names = ([None] if has_candidate else []) + [n for n in obs.stage_dirs if is_stage_dir(n)]
         index.put_candidate(rel, st, has_candidate, obs.stage_dirs, kept, [_record_rel(rel, n) for n in entries],
@@ -331,14 +481,37 @@ def running_alive(candidates) -> set[tuple[str, str, str]]:
             if rec.status == "running" and process_alive(rec.host, rec.pid, rec.pid_start)}
 
 
+def _link_to_folder(obs: Observed, entry) -> bool:
+    """Whether ``entry`` (not a real folder) is a symlink to a folder: then
+    it is collected on ``obs.links`` and never followed."""
+    if not entry.is_symlink() or not os.path.isdir(entry.path):
+        return False
+    try:
+        target = os.readlink(entry.path)
+    except OSError:
+        target = "?"
+    obs.links.append((entry.path, target))
+    return True
+
+
 def _scan_into(obs: Observed, campaign_dir: Path, temps: list | None, index: Index | None) -> None:
     root = str(campaign_dir)
-    for entry in _entries(root):
+    try:
+        with os.scandir(root) as it:
+            top = list(it)
+    except OSError as exc:
+        raise CampaignError(f"{root}: the campaign folder cannot be listed: {exc.strerror or exc}",
+                            fix="make it readable (chmod u+rx), or point the manifest's campaign root elsewhere") from None
+    for entry in top:
         if entry.name.startswith(TMP_PREFIX):
             if temps is not None:
                 temps.append(Path(entry.path))
             continue
-        if entry.name in RESERVED or not entry.is_dir() or entry.name.startswith("."):
+        if entry.name in RESERVED or entry.name.startswith("."):
+            continue
+        if not entry.is_dir(follow_symlinks=False):
+            if _link_to_folder(obs, entry):
+                obs.set_dirs.append(entry.name)  # an orphan set behind a link is pruned as the link
             continue
         obs.set_dirs.append(entry.name)
         fd = None
@@ -348,12 +521,14 @@ def _scan_into(obs: Observed, campaign_dir: Path, temps: list | None, index: Ind
             except OSError:
                 fd = None
         try:
-            for cand in _entries(entry.path):
+            for cand in _entries(entry.path, obs):
                 if cand.name.startswith(TMP_PREFIX):
                     if temps is not None:
                         temps.append(Path(cand.path))
-                elif cand.is_dir():
-                    obs.candidates[(entry.name, cand.name)] = scan_candidate(root, entry.name, cand.name, temps, index, fd)
+                elif cand.is_dir(follow_symlinks=False):
+                    obs.candidates[(entry.name, cand.name)] = scan_candidate(root, entry.name, cand.name, temps, index, fd, obs)
+                elif _link_to_folder(obs, cand):  # not read; an orphan is pruned as the link
+                    obs.candidates[(entry.name, cand.name)] = CandidateObs(entry.name, cand.name)
         finally:
             if fd is not None:
                 os.close(fd)

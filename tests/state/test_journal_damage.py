@@ -171,3 +171,17 @@ def test_apply_over_a_damaged_journal_equals_a_run_without_the_damage(tmp_path, 
         recs = {(s, c, st): r for (s, c), co in obs.candidates.items() for st, r in co.stages.items()}
         assert journal.verify(camp, recs) == []
         assert open_attempts(read(camp)) == {}
+
+
+def test_apply_says_it_skipped_journal_lines(tmp_path, cli):
+    """The skipped lines are reported on stderr by the apply that met them."""
+    from tests.helpers import emt_manifest, make_emt_campaign
+
+    path = make_emt_campaign(tmp_path, emt_manifest(stages=("screen",)))
+    assert cli("apply", path, "-q", "--jobs", "1")[0] == 0
+    journal = tmp_path / "camp/c/journal.jsonl"
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join(lines[:2] + ["{not json"] + lines[2:]) + "\n")
+    code, out, err = cli("apply", path, "-q", "--jobs", "1")
+    assert code == 0 and "Nothing to do" in out
+    assert "warning: journal.jsonl: 1 unreadable line(s) skipped (line 3)" in err

@@ -69,3 +69,22 @@ def final_records(campaign: Path) -> dict[str, dict]:
         data = json.loads(cand.read_text())
         out[str(cand.parent.relative_to(campaign))] = {"key": data["key"], "structure_sha256": data["structure_sha256"]}
     return out
+
+
+def applied_campaign(tmp: Path, stages=("screen",)) -> Path:
+    """An EMT campaign (``emt_manifest(stages=...)``) under ``tmp``, applied
+    once through the CLI in-process; returns ``tmp``. Module fixtures build
+    one and each test copies it (``copy_campaign``)."""
+    from aimmat.cli.main import run
+
+    path = make_emt_campaign(tmp, emt_manifest(stages=stages))
+    assert run(["apply", str(path), "-q", "--jobs", "1"]) == 0
+    return tmp
+
+
+def copy_campaign(src: Path, dest: Path) -> Path:
+    """A copy of an applied campaign folder tree (links kept as links)."""
+    import shutil
+
+    shutil.copytree(src, dest, symlinks=True)
+    return dest

@@ -17,25 +17,18 @@ from aimmat.errors import CampaignError
 from aimmat.plan.actions import Action, StageAction
 from aimmat.state import journal
 from aimmat.state.scan import scan
-from tests.helpers import emt_manifest, make_emt_campaign, tree_digest
+from tests.helpers import applied_campaign, copy_campaign, emt_manifest, make_emt_campaign, tree_digest
 
 
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory):
     """A screen-only EMT campaign applied once, copied by each test."""
-    from aimmat.cli.main import run
-
-    tmp = tmp_path_factory.mktemp("links")
-    path = make_emt_campaign(tmp, emt_manifest(stages=("screen",)))
-    assert run(["apply", str(path), "-q", "--jobs", "1"]) == 0
-    return tmp
+    return applied_campaign(tmp_path_factory.mktemp("links"), ("screen",))
 
 
 @pytest.fixture
 def work(applied, tmp_path):
-    work = tmp_path / "w"
-    shutil.copytree(applied, work, symlinks=True)
-    return work
+    return copy_campaign(applied, tmp_path / "w")
 
 
 def _camp(work):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from aimmat.state.layout import INDEX_FILE
-from tests.helpers import emt_manifest, make_emt_campaign
+from tests.helpers import applied_campaign, copy_campaign
 
 READERS = (("diff",), ("diff", "--json", "-v"), ("diff", "--rescan"), ("status",), ("status", "--json", "-v"),
            ("status", "--rescan"), ("evidence",), ("evidence", "--rescan"))
@@ -34,12 +34,7 @@ def tree_state(folder: Path) -> str:
 
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory):
-    from aimmat.cli.main import run
-
-    tmp = tmp_path_factory.mktemp("ro")
-    path = make_emt_campaign(tmp, emt_manifest(stages=("screen", "relax")))
-    assert run(["apply", str(path), "-q", "--jobs", "1"]) == 0
-    return tmp
+    return applied_campaign(tmp_path_factory.mktemp("ro"), ("screen", "relax"))
 
 
 def _readers_leave_it(cli, manifest: Path, camp: Path) -> None:
@@ -52,8 +47,7 @@ def _readers_leave_it(cli, manifest: Path, camp: Path) -> None:
 
 @pytest.mark.parametrize("index", ["fresh", "absent", "stale"])
 def test_readers_leave_the_campaign_byte_identical(applied, tmp_path, cli, index):
-    work = tmp_path / "w"
-    shutil.copytree(applied, work)
+    work = copy_campaign(applied, tmp_path / "w")
     camp, manifest = work / "camp/c", work / "manifest.yaml"
     assert (camp / INDEX_FILE).exists()  # apply wrote it
     if index == "absent":
@@ -70,8 +64,7 @@ def test_readers_leave_the_campaign_byte_identical(applied, tmp_path, cli, index
 def test_readers_write_nothing_while_the_folder_is_read_only(applied, tmp_path, cli):
     """The strongest form: with every folder of the campaign read-only (a
     released data set, say), the readers still answer."""
-    work = tmp_path / "w"
-    shutil.copytree(applied, work)
+    work = copy_campaign(applied, tmp_path / "w")
     camp, manifest = work / "camp/c", work / "manifest.yaml"
     if os.geteuid() == 0:
         pytest.skip("root ignores permission bits")

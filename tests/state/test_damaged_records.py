@@ -11,27 +11,20 @@ import pytest
 
 from aimmat.errors import CampaignError
 from aimmat.state.scan import check_observed, read_stage_record, scan
-from tests.helpers import emt_manifest, make_emt_campaign, tree_digest
+from tests.helpers import applied_campaign, copy_campaign, tree_digest
 
 COMMANDS = (("diff",), ("status",), ("evidence",), ("apply", "-q", "--jobs", "1"))
 
 
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory):
-    """A screen-only EMT campaign applied once (with its index), copied by each test."""
-    from aimmat.cli.main import run
-
-    tmp = tmp_path_factory.mktemp("damaged")
-    path = make_emt_campaign(tmp, emt_manifest(stages=("screen",)))
-    assert run(["apply", str(path), "-q", "--jobs", "1"]) == 0
-    return tmp
+    """A screen-only EMT campaign applied once, copied by each test."""
+    return applied_campaign(tmp_path_factory.mktemp("damaged"), ("screen",))
 
 
 @pytest.fixture
 def work(applied, tmp_path):
-    work = tmp_path / "w"
-    shutil.copytree(applied, work, symlinks=True)
-    return work
+    return copy_campaign(applied, tmp_path / "w")
 
 
 def _camp(work):

@@ -23,18 +23,13 @@ from aimmat.state.scan import scan
 from aimmat.state.source_hashes import stats
 from aimmat.state.summary import CandidateSummary
 from aimmat.state.show import status_table
-from tests.helpers import emt_manifest, make_emt_campaign, tree_digest
+from tests.helpers import applied_campaign, tree_digest
 
 
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory):
     """An EMT campaign applied once (screen + relax), copied by each test."""
-    from aimmat.cli.main import run
-
-    tmp = tmp_path_factory.mktemp("indexed")
-    path = make_emt_campaign(tmp, emt_manifest(stages=("screen", "relax")))
-    assert run(["apply", str(path), "-q", "--jobs", "1"]) == 0
-    return tmp
+    return applied_campaign(tmp_path_factory.mktemp("indexed"), ("screen", "relax"))
 
 
 @pytest.fixture

@@ -13,17 +13,10 @@ from aimmat.elastic import fit_elastic, strain_set
 from aimmat.elastic.fit import cauchy
 from aimmat.elastic.strains import lagrangian_from_deformation, matrix_to_voigt
 from aimmat.elastic.symmetry import rotate_voigt
+from tests.elastic.tensors import cubic
 
 C11, C12, C44 = 165.7, 63.9, 79.6  # silicon, experiment (GPa)
 A = 5.43
-
-
-def cubic(c11, c12, c44) -> np.ndarray:
-    c = np.zeros((6, 6))
-    c[:3, :3] = c12
-    np.fill_diagonal(c[:3, :3], c11)
-    c[3, 3] = c[4, 4] = c[5, 5] = c44
-    return c
 
 
 def oracle_stresses(c_voigt, deformations, eq=np.zeros((3, 3))):

@@ -11,25 +11,7 @@ from aimmat.elastic.fit import analyse
 from aimmat.elastic.gates import born_criteria
 from aimmat.elastic.moduli import derived_moduli, hill_young_poisson
 from aimmat.elastic.symmetry import crystal_symmetry
-
-
-def cubic(c11, c12, c44):
-    c = np.zeros((6, 6))
-    c[:3, :3] = c12
-    np.fill_diagonal(c[:3, :3], c11)
-    c[3, 3] = c[4, 4] = c[5, 5] = c44
-    return c
-
-
-def hexagonal(c11, c12, c13, c33, c44):
-    c = np.zeros((6, 6))
-    c[0, 0] = c[1, 1] = c11
-    c[0, 1] = c[1, 0] = c12
-    c[0, 2] = c[2, 0] = c[1, 2] = c[2, 1] = c13
-    c[2, 2] = c33
-    c[3, 3] = c[4, 4] = c44
-    c[5, 5] = (c11 - c12) / 2
-    return c
+from tests.elastic.tensors import cubic, hexagonal
 
 
 SI = Structure(Lattice.cubic(5.43), ["Si"] * 8, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],

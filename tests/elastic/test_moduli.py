@@ -12,36 +12,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from aimmat.elastic.moduli import derived_moduli, hill_young_poisson
-
-VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
-
-
-def isotropic(lam: float, mu: float) -> np.ndarray:
-    c = np.zeros((6, 6))
-    c[:3, :3] = lam
-    np.fill_diagonal(c[:3, :3], lam + 2 * mu)
-    c[3, 3] = c[4, 4] = c[5, 5] = mu
-    return c
-
-
-def cubic(c11, c12, c44) -> np.ndarray:
-    c = np.zeros((6, 6))
-    c[:3, :3] = c12
-    np.fill_diagonal(c[:3, :3], c11)
-    c[3, 3] = c[4, 4] = c[5, 5] = c44
-    return c
-
-
-def rotate_full(c_voigt: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Rotate through the rank-4 Cartesian tensor (independent of the Bond matrix)."""
-    full = np.zeros((3, 3, 3, 3))
-    for a, (i, j) in enumerate(VOIGT):
-        for b, (k, l) in enumerate(VOIGT):
-            for p, q in {(i, j), (j, i)}:
-                for s, t in {(k, l), (l, k)}:
-                    full[p, q, s, t] = c_voigt[a, b]
-    rot = np.einsum("ia,jb,kc,ld,abcd->ijkl", r, r, r, r, full)
-    return np.array([[rot[i, j, k, l] for (k, l) in VOIGT] for (i, j) in VOIGT])
+from tests.elastic.tensors import cubic, isotropic, rotate_full
 
 
 def voigt_reuss_reference(c: np.ndarray) -> tuple[float, float, float, float]:

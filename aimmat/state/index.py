@@ -43,7 +43,6 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel
 

@@ -19,14 +19,13 @@ a candidate they work on, a warning for the others.
 
 from __future__ import annotations
 
-import errno
+__all__ = ["CandidateObs", "Observed", "check_observed", "read_candidate_record", "read_stage_record", "running_alive",
+           "scan", "scan_candidate"]
+
 import marshal
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from pydantic import ValidationError
 
 from aimmat.errors import CampaignError
 from aimmat.runtime.gcpause import gc_paused
@@ -35,7 +34,10 @@ from aimmat.state.index import Index
 from aimmat.state.layout import CANDIDATE_FILE, RECORD_FILE, RESERVED, is_stage_dir, record_path
 from aimmat.state.layout import sig as stat_sig
 from aimmat.state.lock import lock_held
+from aimmat.state.damage import check_observed
+from aimmat.state.damage import problem as _problem
 from aimmat.state.procs import process_alive
+from aimmat.state.record_io import read_candidate_record, read_record, read_stage_record, read_with_stat
 from aimmat.state.records import CandidateRecord, StageRecord
 from aimmat.state.summary import CandidateSummary, StageSummary
 
@@ -86,7 +88,7 @@ class CandidateObs:
             model, name = (CandidateRecord, CANDIDATE_FILE) if stage is None else (StageRecord, f"{stage}/{RECORD_FILE}")
             rec = self._index.fetch(f"{rel}/{name}", sig, model)
             if rec is None:  # the body changed since the scan: the file says what is there now
-                rec = _read_if_exists(f"{self._index.path.parent}/{rel}/{name}", model)
+                rec = read_record(f"{self._index.path.parent}/{rel}/{name}", model)
             if stage is None:
                 self._record = rec
             elif rec is not None:
@@ -117,14 +119,6 @@ class Observed:
         return (set_name, cand_id, stage) in self.alive
 
 
-def read_stage_record(path) -> StageRecord | None:
-    return _read_if_exists(str(path), StageRecord)
-
-
-def read_candidate_record(path) -> CandidateRecord | None:
-    return _read_if_exists(str(path), CandidateRecord)
-
-
 def _entries(path, observed: Observed | None = None):
     try:
         with os.scandir(path) as it:
@@ -134,141 +128,6 @@ def _entries(path, observed: Observed | None = None):
     except OSError as exc:
         _problem(observed, str(path), f"cannot be listed: {exc.strerror or exc}")
         return []
-
-
-# -- damaged records and symlinks ----------------------------------------------
-
-def _problem(observed: Observed | None, path: str, what: str, link: str | None = None) -> None:
-    """Collect a damaged record (or, with ``link``, a symlink) on ``observed``;
-    without one (a single record read by apply), raise it at once."""
-    if observed is None:
-        msg, kw = _describe([(path, what, link)], os.path.dirname(path))
-        raise CampaignError(msg, **kw)
-    if link is None:
-        observed.damaged.append((path, what))
-    else:
-        observed.links.append((path, link))
-
-
-def _fix(path: str, what: str, link: str | None) -> str:
-    name = os.path.basename(path)
-    if link is not None:
-        kind = "file" if name in (CANDIDATE_FILE, RECORD_FILE) else "folder"
-        return f"replace it with a real {kind} (rm {path}; then copy {link} there), or remove it"
-    if name == RECORD_FILE:
-        return f"restore it from a backup, or delete the stage folder {os.path.dirname(path)} to recompute the stage"
-    if name == CANDIDATE_FILE:
-        return f"restore it from a backup, or delete the candidate folder {os.path.dirname(path)} to import it again"
-    if what.startswith("cannot be listed"):
-        return "make it readable (chmod u+rx), or delete it to recompute what it held"
-    return f"delete it ({path}) to recompute that stage"
-
-
-def _line(path: str, what: str, link: str | None, fix: bool = True) -> str:
-    if link is not None:
-        line = f"{path} -> {link}: a symlink (aimmat never follows links out of the campaign folder)"
-    else:
-        line = f"{path}: {what}"
-    return line + (f"\n    fix: {_fix(path, what, link)}" if fix else "")
-
-
-def _describe(items: list[tuple[str, str, str | None]], where) -> tuple[str, dict]:
-    """The message (and fix) of a CampaignError naming every problem in ``items``."""
-    n_links = sum(1 for i in items if i[2] is not None)
-    counts = [f"{len(items) - n_links} unreadable record(s)"] if len(items) > n_links else []
-    counts += [f"{n_links} symlink(s)"] if n_links else []
-    lines = "\n".join(f"  {_line(*i)}" for i in items)
-    return (f"{' and '.join(counts)} in the campaign folder {where}:\n{lines}",
-            {"fix": "repair each path as its line says, then run the command again"})
-
-
-def check_observed(observed: Observed, candidates, target: tuple[str, str | None] | None = None) -> list[str]:
-    """Raise one CampaignError naming every damaged record and symlink that
-    belongs to a candidate in scope: ``candidates`` (the manifest's (set,
-    candidate) pairs) narrowed to ``target`` (SET or (SET, CANDIDATE)). The
-    others (outside the target, or orphans the manifest does not give) are
-    returned as warning lines; the command leaves them alone."""
-    if not observed.damaged and not observed.links:
-        return []
-    scope = {(s, c) for s, c in candidates
-             if target is None or (s == target[0] and (target[1] is None or c == target[1]))}
-    sets = {s for s, _ in scope}
-    root = str(observed.campaign_dir)
-    inside, outside = [], []
-    for path, what, link in ([(p, w, None) for p, w in observed.damaged] + [(p, "symlink", t) for p, t in observed.links]):
-        parts = os.path.relpath(path, root).split(os.sep)
-        ours = parts[0] in sets if len(parts) == 1 else (parts[0], parts[1]) in scope
-        (inside if ours else outside).append((path, what, link))
-    if inside:
-        msg, kw = _describe(inside, root)
-        if outside:
-            msg += f"\n  (and {len(outside)} more outside the candidates this command works on)"
-        raise CampaignError(msg, **kw)
-    why = "outside --target" if target is not None else "not a candidate of the manifest"
-    return [f"warning: {_line(*i, fix=False)} ({why}: left alone"
-            + ("; `apply --prune` removes the link, not its target)" if i[2] is not None and target is None else ")")
-            for i in outside]
-
-
-def _read_if_exists(path: str, model):
-    """The record in ``path``, or None when there is none."""
-    got = _read_with_stat(path, model)
-    return got[0] if got else None
-
-
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-
-
-def _read_with_stat(path: str, model, observed: Observed | None = None):
-    """(record, stat taken before reading, the bytes read) of ``path``, or None
-    when absent. A record that cannot be read is collected on ``observed``
-    (None returned), or raised as a CampaignError without one. A symlink is
-    not followed (O_NOFOLLOW); a FIFO does not block (O_NONBLOCK)."""
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            try:
-                target = os.readlink(path)
-            except OSError:
-                target = "?"
-            return _problem(observed, path, "symlink", target)
-        if exc.errno == errno.ENOTDIR:  # the stage "folder" is a file
-            return _problem(observed, os.path.dirname(path), "is a file where a stage folder should be")
-        return _problem(observed, path, f"cannot be read: {exc.strerror or exc}")
-    try:
-        st = os.fstat(fd)  # before reading: a later rewrite changes what the index compares
-        if not stat.S_ISREG(st.st_mode):
-            return _problem(observed, path, "is a folder, not a file" if stat.S_ISDIR(st.st_mode) else "is not a regular file")
-        data = os.read(fd, st.st_size + 1)  # one read: a short one is the end of a regular file
-        if len(data) > st.st_size:  # it grew meanwhile: the rest
-            chunks = [data]
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-            data = b"".join(chunks)
-    except OSError as exc:
-        return _problem(observed, path, f"cannot be read: {exc.strerror or exc}")
-    finally:
-        os.close(fd)
-    try:
-        rec = model.model_validate_json(data)
-    except ValidationError as exc:
-        return _problem(observed, path, f"not a valid {model.__name__}: {_first_error(exc)}")
-    except ValueError as exc:
-        return _problem(observed, path, f"not a valid {model.__name__}: {str(exc).splitlines()[0]}")
-    return rec, st, data
-
-
-def _first_error(exc: ValidationError) -> str:
-    errs = exc.errors(include_url=False)
-    if not errs:
-        return str(exc).splitlines()[0]
-    e = errs[0]
-    where = ".".join(str(x) for x in e.get("loc", ()))
-    msg = (f"{where}: " if where else "") + e.get("msg", "")
-    return msg + (f" (and {len(errs) - 1} more error(s))" if len(errs) > 1 else "")
 
 
 _NO_LINKS: frozenset = frozenset()
@@ -321,7 +180,7 @@ def scan_candidate(campaign_dir, set_name: str, cand_id: str, temp_files: list |
         has_candidate, obs.stage_dirs, links = _list_candidate(cdir, temp_files, observed)
         for name in ([None] if has_candidate else []) + obs.stage_dirs:
             if name is None or (is_stage_dir(name) and name not in links):
-                got = _read_with_stat(record_path(cdir, name), CandidateRecord if name is None else StageRecord, observed)
+                got = read_with_stat(record_path(cdir, name), CandidateRecord if name is None else StageRecord, observed)
                 if got is not None:
                     _set_record(obs, name, got[0])
         return obs
@@ -412,7 +271,7 @@ def _scan_changed(obs: CandidateObs, index: Index, rel: str, cdir: str, st: os.s
                 obs._pending.append(entry)
                 kept.append(entry)
                 continue
-        got = _read_with_stat(path, CandidateRecord if name is None else StageRecord, observed)
+        got = read_with_stat(path, CandidateRecord if name is None else StageRecord, observed)
         dirty = True
         if got is None:
             continue

@@ -28,19 +28,17 @@ def _aimmat(*argv, path_env: str):
 @pytest.mark.slow
 @pytest.mark.needs_qe
 def test_qe_campaign_evidence_and_render_without_pw_x(tmp_path, cli):
+    # the QE demo campaign (Si and 3C-SiC, real pw.x), with render targets
     m = yaml.safe_load((ROOT / "manifests/qe-demo.yaml").read_text())
     m["campaign"] = {"name": "qe", "root": "camp"}
-    m["candidate_sets"] = [{"name": "1-element", "elements": 1, "source": {"kind": "files", "glob": "s/*.vasp"}}]
-    m["stages"]["elastic"] = {"profile": "qe-fast", "magnitudes": [-0.005, 0.005]}
-    (tmp_path / "s").mkdir()
-    shutil.copy(ROOT / "manifests/structures-qe/1-element/Si.vasp", tmp_path / "s")
+    shutil.copytree(ROOT / "manifests/structures-qe", tmp_path / "structures-qe")
     (tmp_path / "t").mkdir()
     for t in TEMPLATES:
         shutil.copy(ROOT / "templates" / t, tmp_path / "t" / t)
     m["render"] = [{"template": f"t/{t}"} for t in TEMPLATES]
     manifest = tmp_path / "qe.yaml"
     manifest.write_text(yaml.safe_dump(m))
-    code, _, err = cli("apply", manifest, "-q", "--jobs", "1")
+    code, _, err = cli("apply", manifest, "-q", "--jobs", "2")
     assert code == 0, err
     camp = tmp_path / "camp/qe"
     with_pw = json.loads((camp / "manuscript/render.lock.json").read_text())
@@ -52,9 +50,9 @@ def test_qe_campaign_evidence_and_render_without_pw_x(tmp_path, cli):
     proc = _aimmat("evidence", manifest, path_env=str(empty))
     assert proc.returncode == 0, proc.stderr
     snap = json.loads(proc.stdout)
-    assert snap["scopes"]["validated"]["n"] == 1
+    assert snap["scopes"]["validated"]["n"] == 2
     assert [e for e in snap["protocol"]["engines"] if e.startswith("pw.x ")]  # from the records' keys
-    assert set(snap["protocol"]["pseudopotentials_md5"]) == {"Si.pbe-rrkj.UPF"}
+    assert set(snap["protocol"]["pseudopotentials_md5"]) == {"Si.pbe-rrkj.UPF", "C.pbe-rrkjus.UPF"}
     proc = _aimmat("render", manifest, path_env=str(empty))
     assert proc.returncode == 0, proc.stderr
     lock = json.loads((camp / "manuscript/render.lock.json").read_text())

@@ -8,16 +8,22 @@ import socket
 HOST = socket.gethostname()
 
 
-def pid_start_tick(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (Linux), or None."""
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (Linux;
+    field 3, the state, is index 0), or None once the process is gone."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             stat = fh.read()
     except OSError:
         return None
     # comm may contain spaces and parentheses: split after the last ')'.
-    fields = stat.rsplit(")", 1)[1].split()
-    return int(fields[19])
+    return stat.rsplit(")", 1)[1].split()
+
+
+def pid_start_tick(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (Linux), or None."""
+    fields = stat_fields(pid)
+    return int(fields[19]) if fields else None
 
 
 def process_alive(host: str | None, pid: int | None, start: int | None) -> bool:

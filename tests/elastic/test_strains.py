@@ -145,7 +145,7 @@ def test_chosen_set_spans_every_laue_class_within_the_noise_bound(name):
     ok, why = check_spans(s.voigt, basis)
     assert ok, why
     if s.kind == "coupled":
-        assert 1 <= len(s.types) <= 5
+        assert len(s.types) in range(1, 6)
         assert noise_ratio(s.types, basis) <= 1.5 + 1e-9
         assert all(tuple(t) in {tuple(p) for p in POOL} for t in s.types)
         assert s.n_cells < PURE.shape[0] * len(DEFAULT_MAGNITUDES)  # cheaper than the pure set

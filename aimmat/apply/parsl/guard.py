@@ -14,7 +14,7 @@ import threading
 import time
 
 from aimmat.state.lock import holder_info
-from aimmat.state.procs import HOST, process_alive
+from aimmat.state.procs import HOST, process_alive, stat_fields
 
 GUARD_PERIOD_S = 2.0
 _GUARDED: dict = {}  # "key": (lock path, lock text) of the last guard this worker process started
@@ -38,14 +38,9 @@ def _holder_gone(holder: tuple | None) -> bool:
 
 
 def _parent_pid(pid: int) -> int | None:
-    """Parent pid from ``/proc/<pid>/stat`` (Linux), or None once the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    # comm may contain spaces and parentheses: split after the last ')'.
-    return int(stat.rsplit(")", 1)[1].split()[1])
+    """Parent pid (Linux), or None once the process is gone."""
+    fields = stat_fields(pid)
+    return int(fields[1]) if fields else None
 
 
 def _children(pid: int) -> list[int]:

@@ -28,6 +28,7 @@ def make_task(res: Resolved, a: StageAction, cobs, prepared) -> StageTask:
     else:
         up = cobs.stages[source].result()
         structure, metallic = up.structure, cobs.summaries[source].metallic
-    profile = recipe.task_profile(csum.species, metallic, res.retry_policy)
-    return StageTask(**base, run=recipe.stage.run, structure=structure, stage_cfg=recipe.config.model_dump(),
+    settings = cobs.stages[recipe.settings_from].result().chosen if recipe.settings_from else None
+    profile = recipe.task_profile(csum.species, metallic, res.retry_policy, settings)
+    return StageTask(**base, run=recipe.stage.run, structure=structure, stage_cfg=recipe.run_config(),
                      profile=profile, max_attempts=res.max_attempts)

@@ -14,9 +14,10 @@ from aimmat.manifest.load import CampaignSpec
 class Models:
     """Loaded checkpoints and generated structures, per command."""
 
-    def __init__(self, spec: CampaignSpec, progress: bool = True):
+    def __init__(self, spec: CampaignSpec, progress: bool = True, palette=None):
         self.spec = spec
         self.progress = progress
+        self.palette = palette  # element symbols the generator may use (None: any)
         self._checkpoints: dict[str, object] = {}
         self._generated: dict[tuple[str, int], object] = {}
 
@@ -47,11 +48,18 @@ class Models:
                     print(f"\rgenerate {_s}: {done}/{total}", end="", file=sys.stderr, flush=True)
 
             samples = sample(ckpt.vae, len(srcs), first.n_elements, first.seed, schedule,
-                             indices=[s.frame for s in srcs], progress=report)
+                             indices=[s.frame for s in srcs], progress=report, palette=self._palette_z())
             if self.progress:
                 print(file=sys.stderr)
             for s in samples:
                 self._generated[(set_name, s.index)] = s.structure
+
+    def _palette_z(self) -> list[int] | None:
+        if self.palette is None:
+            return None
+        from pymatgen.core.periodic_table import Element
+
+        return sorted(Element(el).Z for el in self.palette)
 
     def structure(self, src):
         """The generated structure of a GeneratedSource."""

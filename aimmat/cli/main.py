@@ -110,6 +110,9 @@ def diff(manifest, as_json, exit_code, target, replace, verbose, rescan) -> None
     if as_json:
         click.echo(json.dumps(p.to_json(), indent=1))
     else:
+        pal = prepared.resolved.palette
+        if pal is not None and pal.elements is not None:
+            click.echo(pal.describe())
         click.echo(format_plan(p, verbose=verbose))
     if exit_code and p.has_changes:
         sys.exit(EXIT_CHANGES_PENDING)
@@ -175,7 +178,11 @@ def status(manifest, as_json, verbose, rescan) -> None:
 
     spec = _load(manifest, rescan)
     observed = _scan_checked(spec, rescan)
-    table = status_table(spec, observed)
+    from aimmat.resolve.palette import campaign_palette
+    from aimmat.state.summary import SEP
+
+    pal = campaign_palette(spec)
+    table = status_table(spec, observed, outside=lambda sp: pal.outside(sp.split(SEP)) if sp else [])
     click.echo(json.dumps(table, indent=1) if as_json else format_status(table, verbose=verbose))
 
 

@@ -20,6 +20,22 @@ from aimmat.manifest.stage_configs import ScreenStage
 class CampaignSection(Strict):
     name: SafeId = Field(description="Campaign id; the folder under `root`.")
     root: PathStr = Field("campaigns", description="Folder holding campaigns, relative to the manifest.")
+    palette: list[Annotated[str, Field(pattern=r"^[A-Z][a-z]{0,2}$")]] | None = Field(
+        None, min_length=1, max_length=118,
+        description="Elements candidates may contain. The generator samples only within it; a file candidate with another "
+                    "element is screened out (no_pseudopotential). Default: every element the campaign's QE profiles "
+                    "have a pseudopotential for (no restriction without QE stages).")
+
+    @model_validator(mode="after")
+    def _elements(self) -> "CampaignSection":
+        from pymatgen.core.periodic_table import Element
+
+        for i, el in enumerate(self.palette or []):
+            if not Element.is_valid_symbol(el):
+                raise FieldError(("palette", i), f"'{el}' is not an element symbol")
+        if self.palette and len(set(self.palette)) != len(self.palette):
+            raise FieldError(("palette",), "an element is listed twice")
+        return self
 
 
 # ---------------------------------------------------------------- profiles
@@ -246,6 +262,16 @@ class ManifestBase(Strict):
             for need in d.requires:
                 if self.stages.get(need) is None:
                     raise FieldError(("stages", d.name), f"needs stages.{need} (it runs on the {need} stage's output)")
+        conv = self.stages.get("converge")
+        if conv is not None:
+            if self.profiles[conv.profile].kind != "qe":
+                raise FieldError(("stages", "converge", "profile"), f"'{conv.profile}' must name a qe profile (cutoffs, k-points, smearing)")
+            for d in stage_table.stages():
+                cfg = self.stages.get(d.name)
+                if d.settings_from == "converge" and cfg is not None and getattr(cfg, d.profile_field) != conv.profile:
+                    raise FieldError(("stages", d.name, d.profile_field),
+                                     f"'{getattr(cfg, d.profile_field)}' differs from stages.converge.profile '{conv.profile}': "
+                                     "settings converged for one profile's pseudopotentials do not carry over to another's")
         names = [a.name for a in self.ablations]
         for i, n in enumerate(names):
             if n in names[:i]:

@@ -57,3 +57,39 @@ class ElasticStage(Strict):
     fit_rms_max_gpa: float = bounded(2.0, gt=0, le=1000, description="pass_fit_rms gate: residual RMS of the fit below this (GPa).")
     pd_min_eigenvalue_gpa: float = bounded(
         0.0, ge=-1000, le=1000, description="pass_pd gate: smallest eigenvalue of the symmetric 6x6 above this (GPa).")
+    residual_stress_max_gpa: float = bounded(
+        1.0, gt=0, le=1000, description="The unstrained cell's largest principal stress above this (GPa) fails the stage "
+                                        "(residual_stress): a cell that is not at equilibrium gives no tensor to fit.")
+    standard_setting: bool = Field(True, description="Compute in the spglib standard orientation (pw.x finds every symmetry); "
+                                                     "the tensor is rotated back to the structure's frame.")
+    strain_set_by: Literal["cost", "n_cells"] = Field(
+        "cost", description="auto strain set: cheapest by predicted k-points x cells (cost), or fewest cells.")
+
+
+class ConvergeStage(Strict):
+    """Converged settings per candidate, judged on what elastic constants need.
+
+    On the relaxed cell: a cutoff ladder, then a k-spacing ladder (for metals
+    at each smearing width of ``degauss_ladder_ry``), each step computing the
+    unstrained cell and one sheared cell (engineering shear ``shear_strain``).
+    A step is converged when the energy per atom, every stress component of
+    the unstrained cell and the shear stress of the sheared cell move by less
+    than the tolerances to the next step. SCF and elastic then run with the
+    chosen cutoff, k-spacing and smearing (they enter their keys).
+    """
+
+    profile: SafeId
+    stress_tol_kbar: float = bounded(0.5, gt=0, le=100, description="Largest change of any stress component to the next step (kbar).")
+    energy_tol_mev_per_atom: float = bounded(1.0, gt=0, le=1000, description="Largest change of the energy per atom to the next step (meV/atom).")
+    shear_strain: float = bounded(0.01, gt=0, le=0.05, description="Shear of the probe cell (engineering strain of the xy component).")
+    ecutwfc_step_ry: float = bounded(10.0, gt=0, le=200, description="Cutoff ladder step (Ry); ecutrho keeps its ratio to ecutwfc.")
+    ecutwfc_start_ry: float = bounded(
+        30.0, gt=0, le=1000, description="First cutoff when neither the profile nor the pseudopotential family gives one (Ry).")
+    ecutwfc_max_ry: float = bounded(160.0, gt=0, le=1000, description="Largest cutoff tried (Ry): no convergence below it ends not_converged_settings.")
+    kspacing_factor: float = bounded(0.75, gt=0.3, lt=1, description="Each k-ladder step multiplies the spacing by this.")
+    kspacing_min_per_a: float = bounded(0.05, gt=0, le=5, description="Densest spacing tried (1/A).")
+    degauss_ladder_ry: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: [0.02, 0.01], max_length=6,
+        description="Smearing widths tried for metals (Ry, each in (0, 1]), widest first: the first whose converged result "
+                    "agrees with the next one's within the tolerances is chosen (empty: the profile's degauss_ry only).")
+    max_steps: int = bounded(8, ge=2, le=30, description="Ladder steps per ladder at most.")

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from aimmat.manifest.stage_configs import ElasticStage, RelaxStage, ScfStage, ScreenStage
+from aimmat.manifest.stage_configs import ConvergeStage, ElasticStage, RelaxStage, ScfStage, ScreenStage
 from aimmat.stages import results
 
 Kind = Literal["import", "screen", "engine"]
@@ -49,6 +49,7 @@ class StageDef:
     coverage: bool = False
     requires: tuple[str, ...] = ()
     variant_of: str | None = None  # the stage a variant copies
+    settings_from: str | None = None  # a stage whose chosen settings (outputs["chosen"]) this one runs with, when enabled
 
     @property
     def is_variant(self) -> bool:
@@ -66,14 +67,19 @@ _TABLE: list[StageDef] = [
     StageDef("import", "import", 1),
     StageDef("screen", "screen", 1, run="aimmat.stages.screen:run_screen", config=ScreenStage,
              result=results.ScreenResult, profile_field="prerelax_profile"),
+    # converge runs on the candidate as imported, so that the relaxation itself
+    # (its final-SCF pressure, hence the cell) is computed at converged settings
+    StageDef("converge", "engine", 1, run="aimmat.stages.converge:run_converge", config=ConvergeStage,
+             result=results.ConvergeResult, profile_field="profile"),
     StageDef("relax", "engine", 1, run="aimmat.stages.relax:run_relax", config=RelaxStage,
-             result=results.EngineStageResult, profile_field="profile", done_status="relaxdone", coverage=True),
+             result=results.EngineStageResult, profile_field="profile", done_status="relaxdone", coverage=True,
+             settings_from="converge"),
     StageDef("scf", "engine", 1, structure_source="relax", run="aimmat.stages.scf:run_scf", config=ScfStage,
              result=results.EngineStageResult, profile_field="profile", done_status="scfdone", coverage=True,
-             requires=("relax",)),
+             requires=("relax",), settings_from="converge"),
     StageDef("elastic", "engine", 2, structure_source="relax", run="aimmat.stages.elastic:run_elastic",
              config=ElasticStage, result=results.ElasticResult, profile_field="profile", done_status="elasticready",
-             coverage=True, requires=("relax",)),
+             coverage=True, requires=("relax",), settings_from="converge"),
 ]
 _VERSION = [0]  # bumped by register: cached manifest models are rebuilt
 

@@ -93,7 +93,14 @@ def _counts(frac: np.ndarray, n: int) -> np.ndarray:
     return base
 
 
-def decode_globals(vae: CrystalVAE, z: torch.Tensor, n_elements: int, gens: list[torch.Generator]):
+def decode_globals(vae: CrystalVAE, z: torch.Tensor, n_elements: int, gens: list[torch.Generator], palette=None):
+    """Atom counts, species and lattices decoded from latents ``z``.
+
+    ``palette``: atomic numbers the composition may use. The decoder's
+    fractions of every other element are set to zero before the k largest
+    are taken, so each sample is drawn within the palette (conditioned, not
+    filtered afterwards: ``count`` samples stay ``count`` candidates).
+    """
     cond = n_elements_onehot(torch.full((len(z),), n_elements))
     na_logits, comp_logits, lat_out = vae.decode_global(z, cond)
     na_logits = na_logits.clone()
@@ -102,6 +109,13 @@ def decode_globals(vae: CrystalVAE, z: torch.Tensor, n_elements: int, gens: list
     n_atoms = torch.stack([torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, gens)])
     comp = torch.softmax(comp_logits, -1).detach().numpy()
     comp[:, 0] = 0.0  # index 0 is not an element
+    if palette is not None:
+        keep = np.zeros(comp.shape[1], bool)
+        keep[[z for z in palette if 0 < z < comp.shape[1]]] = True
+        if keep.sum() < n_elements:
+            raise ValueError(f"the palette has {int(keep.sum())} element(s) the model knows; {n_elements} are needed")
+        # tiny floor: a palette element the decoder gives zero weight can still be chosen, in Z order
+        comp = np.where(keep, comp + 1e-12, 0.0)
     species = []
     for row, n in zip(comp, n_atoms.tolist()):
         top = np.argsort(-row, kind="stable")[:n_elements]
@@ -119,20 +133,21 @@ def _sample_generator(seed: int, index: int) -> torch.Generator:
 
 @torch.no_grad()
 def sample(vae: CrystalVAE, count: int, n_elements: int, seed: int, schedule: dict | None = None,
-           progress=None, indices=None) -> list[Sample]:
+           progress=None, indices=None, palette=None) -> list[Sample]:
     """Crystals with ``n_elements`` elements (``indices`` defaults to 0 .. count-1).
 
     Sample i depends only on (seed, i): each has its own random stream, and
     samples are always computed in the same fixed chunks of CHUNK indices
     (float sums inside a batch depend on its members, and Langevin dynamics
-    amplify such differences).
+    amplify such differences). ``palette``: atomic numbers the samples may
+    contain (None: any the model knows).
     """
     sch = {**DEFAULT_SCHEDULE, **(schedule or {})}
     indices = list(range(count)) if indices is None else [int(i) for i in indices]
     wanted = set(indices)
     found: dict[int, Sample] = {}
     for chunk in sorted({i // CHUNK for i in indices}):
-        for smp in _sample_chunk(vae, list(range(chunk * CHUNK, (chunk + 1) * CHUNK)), n_elements, seed, sch):
+        for smp in _sample_chunk(vae, list(range(chunk * CHUNK, (chunk + 1) * CHUNK)), n_elements, seed, sch, palette):
             if smp.index in wanted:
                 found[smp.index] = smp
         if progress:
@@ -140,13 +155,13 @@ def sample(vae: CrystalVAE, count: int, n_elements: int, seed: int, schedule: di
     return [found[i] for i in indices]
 
 
-def _sample_chunk(vae: CrystalVAE, idx: list[int], n_elements: int, seed: int, sch: dict) -> list[Sample]:
+def _sample_chunk(vae: CrystalVAE, idx: list[int], n_elements: int, seed: int, sch: dict, palette=None) -> list[Sample]:
     out: list[Sample] = []
     sigmas = np.geomspace(vae.sigma_max, vae.sigma_min, int(sch["levels"]))
     gens = [_sample_generator(seed, i) for i in idx]
     m = len(idx)
     z = torch.stack([torch.randn(vae.latent_dim, generator=g) for g in gens])
-    n_atoms, species, lattice, cond = decode_globals(vae, z, n_elements, gens)
+    n_atoms, species, lattice, cond = decode_globals(vae, z, n_elements, gens, palette)
     sp = torch.as_tensor(np.concatenate(species), dtype=torch.long)
     frac = torch.cat([torch.rand(int(n), 3, generator=g) for g, n in zip(gens, n_atoms)])
     batch = torch.repeat_interleave(torch.arange(m), n_atoms)

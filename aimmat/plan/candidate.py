@@ -79,19 +79,34 @@ def _stage_action(res: Resolved, s, c, recipe: Recipe, gate: StageAction, out, s
             return StageAction(s, c, stage, Action.CREATE, [f"after {src_stage}"])
         return StageAction(s, c, stage, Action.RERUN, [f"upstream {src_stage} will {upstream.action.value}"])
 
+    outside = res.outside_palette(csum.species) if recipe.qe else None
+    if outside:  # no pseudopotential: never keyed (its files were not resolved), never run
+        if gate.action in PENDING:
+            return StageAction(s, c, stage, Action.CREATE, [f"after {gate.stage}"])
+        return StageAction(s, c, stage, Action.BLOCKED, ["no_pseudopotential: " + " ".join(outside)], state="screened_out")
+    settings = None
+    if recipe.settings_from:  # runs with the settings another stage chose (converge)
+        sact = out[recipe.settings_from]
+        if sact.action in PENDING:
+            if rec is None:
+                return StageAction(s, c, stage, Action.CREATE, [f"after {recipe.settings_from}"])
+            return StageAction(s, c, stage, Action.RERUN, [f"upstream {recipe.settings_from} will {sact.action.value}"])
+        if sact.state != "done":
+            return StageAction(s, c, stage, Action.BLOCKED, [f"{recipe.settings_from} is not done"])
+        settings = chosen_settings(cobs, recipe.settings_from)
     metallic = None
     if src_stage == "import":
         struct_sha = csum.structure_sha256
     else:
         up = summaries[src_stage]
         struct_sha, metallic = up.structure_sha256, up.metallic
-    key = recipe.key(struct_sha, csum.species, metallic)
+    key = recipe.key(struct_sha, csum.species, metallic, settings)
     if rec is not None and rec.key == key and stage not in replace:
-        kept = _kept(res, s, c, recipe, rec, key, alive)
+        kept = _kept(res, s, c, recipe, rec, key, alive, cobs)
         if kept is not None:
             return kept
     # pending: the executor needs the inputs
-    inputs = recipe.inputs(struct_sha, csum.species, metallic)
+    inputs = recipe.inputs(struct_sha, csum.species, metallic, settings)
     if rec is None:
         why = f"after {gate.stage}" if gate.action in PENDING else "not run yet"
         return StageAction(s, c, stage, Action.CREATE, [why], key, inputs)
@@ -106,12 +121,27 @@ def _stage_action(res: Resolved, s, c, recipe: Recipe, gate: StageAction, out, s
     return StageAction(s, c, stage, Action.RERUN, [why], key, inputs)
 
 
-def _kept(res: Resolved, s, c, recipe: Recipe, rec, key: str, alive) -> StageAction | None:
+def chosen_settings(cobs, stage: str) -> dict | None:
+    """The settings a done ``stage`` (converge) chose for this candidate (its record's ``chosen``)."""
+    return cobs.stages[stage].result().chosen
+
+
+def settings_reasons(cobs, stage: str) -> list[str]:
+    """``chose ecutwfc_ry 40, kspacing_per_a 0.11, degauss_ry 0.02`` and the ladder lines that justify it."""
+    res = cobs.stages[stage].result()
+    chosen = res.chosen or {}
+    shown = ", ".join(f"{k} {v}" for k, v in chosen.items() if k not in ("occupations", "metallic") and v is not None)
+    return [f"chose {shown}" + (" (metal)" if chosen.get("metallic") else "")] + [f"because {w}" for w in res.why]
+
+
+def _kept(res: Resolved, s, c, recipe: Recipe, rec, key: str, alive, cobs=None) -> StageAction | None:
     """The KEEP action of a record whose key matches, or None when it must run again."""
     stage = recipe.name
     if rec.status == "done":
         if recipe.stage.kind == "screen" and recipe.stage.gates and not rec.strict_pass:
             return StageAction(s, c, stage, Action.KEEP, rec.failed_list(), key, None, "screened_out")
+        if any(r.settings_from == stage for r in res.recipes.values()):  # diff -v: what was chosen, and why
+            return StageAction(s, c, stage, Action.KEEP, settings_reasons(cobs, stage), key, None, "done")
         return StageAction(s, c, stage, Action.KEEP, [], key, None, "done")
     if rec.status == "running" and (s, c, stage) in alive:
         return StageAction(s, c, stage, Action.KEEP, [f"running (pid {rec.pid} on {rec.host})"], key, None, "running")

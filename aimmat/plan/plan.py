@@ -39,7 +39,8 @@ def plan(res: Resolved, observed: Observed, *, replace: frozenset[str] = frozens
         cobs = get(ck)
         shortlist = lists.get(src.set_name)
         acts = None
-        if cobs is not None and shortlist is None and program is not None:
+        if cobs is not None and shortlist is None and program is not None and not (
+                res.palette is not None and cobs.summary is not None and res.outside_palette(cobs.summary.species)):
             acts = _all_done(src, res.import_keys[ck], cobs, program)
         if acts is None:
             acts = plan_candidate(res, src, cobs, replace=replace, alive=observed.alive, shortlist=shortlist)
@@ -66,10 +67,13 @@ def _orphans(res: Resolved, observed: Observed, wanted: set, target) -> list[Sta
     return out
 
 
-def _keep_program(res: Resolved) -> list[tuple]:
+def _keep_program(res: Resolved) -> list[tuple] | None:
     """Per stage: (stage, where its structure comes from, whether a failed
     screen blocks, the recipe, its key template when the key depends on the
-    structure hash alone), for ``_all_done``."""
+    structure hash alone), for ``_all_done``; None when a stage's key holds
+    another stage's chosen settings (per-candidate values: planned in full)."""
+    if any(r.settings_from for r in res.recipes.values()):
+        return None
     return [(name, r.stage.structure_source, r.stage.kind == "screen" and r.stage.gates, r, r.simple_template())
             for name, r in res.recipes.items()]
 

@@ -18,10 +18,12 @@ from aimmat.identity import canonical
 from aimmat.manifest.load import CampaignSpec
 from aimmat.manifest.stage_table import StageDef
 from aimmat.resolve.imports import import_inputs, import_keys, predictor_sha256
+from aimmat.resolve.palette import Palette, campaign_palette, profile_folder
 from aimmat.resolve.recipe import SEP, Recipe, Resolved, SpeciesInputs, with_templates
 
 
-def resolve(spec: CampaignSpec, species: Iterable[str] = (), *, import_keys_: dict | None = None) -> Resolved:
+def resolve(spec: CampaignSpec, species: Iterable[str] = (), *, import_keys_: dict | None = None,
+            palette: Palette | None = None) -> Resolved:
     """Resolve ``spec`` for candidates whose element sets are ``species``
     (SEP-joined sorted symbols, as ``CandidateSummary.species``).
 
@@ -29,27 +31,35 @@ def resolve(spec: CampaignSpec, species: Iterable[str] = (), *, import_keys_: di
     or a family without a recommended cutoff, EnvironmentProblem (exit 5)
     when an engine program is missing. ``import_keys_``: the candidates'
     import keys when the caller already made them (``resolve.imports``).
+    ``palette``: the campaign's element palette when the caller already
+    has it; element sets outside it are not resolved (their candidates are
+    screened out, ``no_pseudopotential``).
     """
-    species_sets = sorted(set(species))
+    palette = palette if palette is not None else campaign_palette(spec)
+    species_sets = sorted(sp for sp in set(species) if not palette.outside(sp.split(SEP) if sp else []))
     probe = _Probe(spec)
     recipes = {}
     for d in spec.chain():
         recipe = _recipe(spec, d, probe)
         if recipe.qe:
             recipe = _with_species(recipe, {sp: probe.species_inputs(recipe.profile_name, sp) for sp in species_sets})
+        if d.kind == "screen" and palette.elements is not None:  # the screen rejects elements outside it
+            recipe = _with_palette(recipe, palette.key_value())
         recipes[d.name] = with_templates(recipe, species_sets)
     predictors = predictor_sha256(spec)
-    ikeys = import_keys_ if import_keys_ is not None else import_keys(spec, predictors)
+    pal = palette.key_value()
+    ikeys = import_keys_ if import_keys_ is not None else import_keys(spec, predictors, pal)
     ranked = {c.name: c.rank for c in spec.manifest.candidate_sets if c.rank is not None and c.rank.top_k is not None}
     return Resolved(
         spec=spec,
         recipes=MappingProxyType(recipes),
         import_keys=MappingProxyType(ikeys),
-        import_inputs=lambda src: import_inputs(src, predictors.get(src.set_name)),
+        import_inputs=lambda src: import_inputs(src, predictors.get(src.set_name), pal),
         environment=MappingProxyType({"engines": dict(sorted(probe.engines.items())),
                                       "pseudopotentials_md5": dict(sorted(probe.md5.items()))}),
         shortlist_stage=next((d.name for d in spec.chain() if d.kind == "engine"), None),
         ranked=MappingProxyType(ranked),
+        palette=palette,
     )
 
 
@@ -70,10 +80,20 @@ def _recipe(spec: CampaignSpec, d: StageDef, probe: "_Probe") -> Recipe:
         if own:  # the stage's own settings (elastic: strains, gates)
             static[d.name] = own
     qe = d.kind == "engine" and profile.kind == "qe"
+    # a stage run with another stage's chosen settings (converge) takes its mesh from them
+    settings_from = d.settings_from if d.settings_from in spec.stages else None
     # scf/elastic read a relaxed structure whose bands say metal or not: the k-spacing follows
-    metal = qe and d.structure_source != "import" and profile.kpoints is None and profile.kspacing_metal_per_a is not None
+    metal = (qe and d.structure_source != "import" and profile.kpoints is None and profile.kspacing_metal_per_a is not None
+             and settings_from is None)
     return Recipe(stage=d, config=cfg, profile_name=pname, profile=profile, engine=engine,
-                  static=MappingProxyType(canonical(static)), qe=qe, metal_mesh=metal)
+                  static=MappingProxyType(canonical(static)), qe=qe, metal_mesh=metal, settings_from=settings_from)
+
+
+def _with_palette(recipe: Recipe, palette: list[str]) -> Recipe:
+    from dataclasses import replace
+
+    return replace(recipe, static=MappingProxyType(canonical({**recipe.static, "palette": palette})),
+                   run_extra=MappingProxyType({"palette": palette}))
 
 
 def _with_species(recipe: Recipe, species: dict[str, SpeciesInputs]) -> Recipe:
@@ -97,13 +117,7 @@ class _Probe:
         return self.engines[kind]
 
     def folder(self, profile_name: str) -> Path:
-        from aimmat.engines.qe.pseudos import family_dir
-
-        pseudo = self.spec.manifest.profiles[profile_name].pseudo
-        if pseudo.family:
-            return family_dir(pseudo.family)
-        folder = Path(pseudo.dir).expanduser()
-        return folder if folder.is_absolute() else self.spec.base / folder
+        return profile_folder(self.spec, profile_name)
 
     def pseudo(self, profile_name: str, element: str) -> Path:
         from aimmat.engines.qe.pseudos import find_pseudo
@@ -130,6 +144,8 @@ class _Probe:
         self.md5.update(md5)
         profile = self.spec.manifest.profiles[profile_name]
         cutoffs = self.cutoffs(profile_name, files) if profile.ecutwfc_ry is None else None
+        if cutoffs == (0.0, None):  # no recommendation; the converge stage finds the cutoff
+            cutoffs = None
         return SpeciesInputs(MappingProxyType(files), MappingProxyType(md5), cutoffs)
 
     def cutoffs(self, profile_name: str, files: dict[str, Path]) -> tuple[float, float | None]:
@@ -142,10 +158,13 @@ class _Probe:
         wfc, rho = 0.0, None
         for el, path in files.items():
             rec = recommended_cutoffs(folder, el, path)
+            if rec is None and "converge" in self.spec.stages:
+                return 0.0, None  # the converge stage's cutoff ladder starts from its ecutwfc_start_ry
             if rec is None:
                 raise ManifestError(
                     f"{self.spec.path}: profiles.{profile_name}.ecutwfc_ry: no recommended cutoff for {el} ({path.name}) in {folder}",
-                    fix="set ecutwfc_ry (and ecutrho_ry) in the profile, or use a family that ships cutoffs (SSSP)",
+                    fix="set ecutwfc_ry (and ecutrho_ry) in the profile, enable `stages.converge` (it finds the cutoff), "
+                        "or use a family that ships cutoffs (SSSP)",
                 )
             wfc = max(wfc, rec[0])
             if rec[1]:

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from aimmat.errors import AimmatError
+from aimmat.identity import canonical
 from aimmat.manifest.load import CampaignSpec
 from aimmat.manifest.stage_table import StageDef
 from aimmat.resolve.keys import HOLE, fill, fillable, stage_key, template
@@ -47,30 +48,41 @@ class Recipe:
     static: Mapping[str, Any]  # canonical key inputs shared by every candidate
     qe: bool = False
     metal_mesh: bool = False  # scf/elastic take the k-spacing from the relaxation's metallic flag
+    settings_from: str | None = None  # the stage whose chosen settings (cutoff, k-spacing, smearing) this one runs with
     species: Mapping[str, SpeciesInputs] = field(default_factory=dict)
     templates: Mapping[tuple, Any] = field(default_factory=dict)  # (species or None, metallic or None) -> template
+    run_extra: Mapping[str, Any] = field(default_factory=dict)  # given to the stage function beside its config (screen: palette)
 
     @property
     def name(self) -> str:
         return self.stage.name
 
-    def inputs(self, structure_sha256, species: str = "", metallic=None) -> dict[str, Any]:
+    def run_config(self) -> dict:
+        """The config dict the stage function receives: its manifest block plus what resolving added."""
+        return {**self.config.model_dump(), **self.run_extra}
+
+    def inputs(self, structure_sha256, species: str = "", metallic=None, settings=None) -> dict[str, Any]:
         """Everything that determines this stage's result for one input
         structure (canonical). For qe profiles the md5 of each element's
         pseudopotential file, named by file: changing a UPF's bytes reruns
-        exactly the candidates that contain that element."""
+        exactly the candidates that contain that element. ``settings``: the
+        chosen settings of ``settings_from`` (converge) this stage runs with."""
         inputs = {**self.static, "structure_sha256": structure_sha256}
         if self.qe:
             sp = self._species(species)
             inputs["pseudos"] = dict(sp.pseudo_md5)
-            if sp.cutoffs_ry is not None:
+            if sp.cutoffs_ry is not None and settings is None:
                 inputs["cutoffs_ry"] = list(sp.cutoffs_ry)
             if self.metal_mesh:
                 inputs["metallic"] = bool(metallic)
+        if settings is not None:
+            inputs["settings"] = canonical(dict(settings))
         return inputs
 
-    def key(self, structure_sha256, species: str = "", metallic=None) -> str:
+    def key(self, structure_sha256, species: str = "", metallic=None, settings=None) -> str:
         """``stage_key(self.inputs(...))``, from a template when the hash allows."""
+        if settings is not None:  # per-candidate values: no template
+            return stage_key(self.inputs(structure_sha256, species, metallic, settings))
         if fillable(structure_sha256):
             t = self.templates.get(self._template_id(species, metallic))
             if t is not None:
@@ -79,7 +91,7 @@ class Recipe:
 
     def simple_template(self):
         """The template when the key depends on the structure hash alone (not qe), else None."""
-        return None if self.qe else self.templates.get((None, None))
+        return None if self.qe or self.settings_from else self.templates.get((None, None))
 
     def _template_id(self, species: str, metallic) -> tuple:
         if not self.qe:
@@ -93,9 +105,10 @@ class Recipe:
             raise Unresolved(f"stage {self.name}: element set {species.split(SEP)} was not resolved",
                              fix="report this: resolve() must be given every candidate's elements") from None
 
-    def task_profile(self, species: str, metallic, retry_policy: dict) -> dict | None:
+    def task_profile(self, species: str, metallic, retry_policy: dict, settings=None) -> dict | None:
         """The profile dict an engine receives: the manifest profile plus what
-        resolving found (pseudopotential paths, cutoffs, the metal k-spacing)."""
+        resolving found (pseudopotential paths, cutoffs, the metal k-spacing)
+        and, last, the chosen ``settings`` of ``settings_from``."""
         if self.profile is None:
             return None
         prof = self.profile.model_dump()
@@ -107,7 +120,24 @@ class Recipe:
                 prof["ecutwfc_ry"], prof["ecutrho_ry"] = sp.cutoffs_ry
             if self.metal_mesh and metallic:  # the relaxation's bands cross E_F: denser mesh
                 prof["kspacing_per_a"] = prof["kspacing_metal_per_a"]
+        if settings:
+            apply_settings(prof, settings)
         return prof
+
+
+SETTING_FIELDS = ("ecutwfc_ry", "ecutrho_ry", "kspacing_per_a", "degauss_ry", "occupations")
+
+
+def apply_settings(prof: dict, settings) -> dict:
+    """``prof`` with converged settings in place: the chosen k-spacing is
+    used for metals and insulators alike and replaces an explicit mesh."""
+    for k in SETTING_FIELDS:
+        if settings.get(k) is not None:
+            prof[k] = settings[k]
+    if settings.get("kspacing_per_a") is not None:
+        prof["kspacing_metal_per_a"] = settings["kspacing_per_a"]
+        prof["kpoints"] = None
+    return prof
 
 
 def with_templates(recipe: Recipe, species_sets) -> Recipe:
@@ -134,6 +164,13 @@ class Resolved:
     environment: Mapping[str, Any]  # engines and pseudopotential md5s found (recorded in campaign.json)
     shortlist_stage: str | None  # the first engine stage: ranked sets' shortlist gates it
     ranked: Mapping[str, Any]  # set name -> RankSpec with a top_k
+    palette: Any = None  # aimmat.resolve.palette.Palette: elements candidates may contain
+
+    def outside_palette(self, species: str) -> list[str]:
+        """Elements of a SEP-joined element set that the palette excludes (sorted)."""
+        if self.palette is None or not species:
+            return []
+        return self.palette.outside(species.split(SEP))
 
     @property
     def chain(self) -> list[str]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 import time
 from contextlib import contextmanager
 
 _SLOTS = None
 _GATE = None  # serializes multi-slot acquisition so two jobs never deadlock on halves
 _TOTAL = 0
+_INIT_LOCK = threading.Lock()  # lazy init from several threads (a stage's cells side by side) must create one semaphore
 
 
 def init(cores: int) -> None:
@@ -45,12 +47,13 @@ def mem_available_mb() -> float | None:
 @contextmanager
 def hold(ranks: int, min_free_mb: float = 0.0, poll_s: float = 1.0, max_wait_s: float = 3600.0):
     """Hold ``ranks`` slots (all or none) and wait for ``min_free_mb`` of memory."""
-    if _SLOTS is None:
-        init(os.cpu_count() or 1)
-    ranks = min(ranks, _TOTAL)
+    with _INIT_LOCK:
+        if _SLOTS is None:
+            init(os.cpu_count() or 1)
+    sem, ranks = _SLOTS, min(ranks, _TOTAL)  # release exactly what was acquired, even if init runs again
     with _GATE:
         for _ in range(ranks):
-            _SLOTS.acquire()
+            sem.acquire()
     try:
         deadline = time.monotonic() + max_wait_s
         while min_free_mb > 0:
@@ -61,4 +64,4 @@ def hold(ranks: int, min_free_mb: float = 0.0, poll_s: float = 1.0, max_wait_s: 
         yield
     finally:
         for _ in range(ranks):
-            _SLOTS.release()
+            sem.release()

@@ -76,3 +76,12 @@ class ElasticResult(StageResult):
     @property
     def pass_both(self) -> bool:
         return self.pass_fit_rms and self.pass_pd
+
+
+class ConvergeResult(StageResult):
+    """The chosen settings and the whole convergence table."""
+
+    chosen: dict[str, Any] | None = None  # ecutwfc_ry, ecutrho_ry, kspacing_per_a, degauss_ry (metals), metallic
+    why: list[str] = []  # one line per ladder: the value chosen and the changes that justified it
+    table: list[dict[str, Any]] = []
+    converged: bool = False

@@ -31,7 +31,9 @@ def run_screen(structure, cfg: dict, profile: dict | None, directory: Path | Non
     structure : pymatgen.core.Structure
     cfg : dict
         Thresholds: ``min_distance_a``, ``density_min_g_cm3``,
-        ``density_max_g_cm3``, ``charge_neutral``.
+        ``density_max_g_cm3``, ``charge_neutral``; ``palette`` (added by
+        resolve when the campaign has one): a structure with another
+        element fails ``pseudopotentials`` (reason ``no_pseudopotential``).
     profile : dict or None
         The pre-relaxation profile (an ML potential); None screens the
         structure as it is.
@@ -41,6 +43,12 @@ def run_screen(structure, cfg: dict, profile: dict | None, directory: Path | Non
         Unused: screening has no retry ladder. Present so every stage
         function has the same signature.
     """
+    outside = sorted({sp.symbol for sp in structure.composition.elements} - set(cfg["palette"])) if cfg.get("palette") is not None else []
+    if outside:  # no engine can compute it: screened out before any pre-relaxation
+        crit = {"pseudopotentials": {"pass": False, "value": outside, "threshold": "campaign palette", "unit": None,
+                                     "reason": "no_pseudopotential: " + " ".join(outside)}}
+        return StageOutcome(ok=True, outputs={"criteria": crit, "strict_pass": False,
+                                              "formula": structure.composition.reduced_formula}, output_present=True)
     prerelax = None
     if profile is not None:  # ML pre-relaxation, then the same checks on the moved structure
         from pymatgen.core import Structure

@@ -7,12 +7,13 @@ from aimmat.state.scan import Observed
 from aimmat.state.status import STATUSES, candidate_status
 
 
-def status_table(spec: CampaignSpec, observed: Observed) -> dict:
+def status_table(spec: CampaignSpec, observed: Observed, outside=None) -> dict:
+    """Counts and rows by status; ``outside``: see ``candidate_status``."""
     sets = {s: {st: 0 for st in STATUSES} for s in spec.sets()}
     rows = []
     for src in spec.candidates:
         cobs = observed.candidates.get((src.set_name, src.cand_id))
-        st, detail = candidate_status(cobs, spec.stages)
+        st, detail = candidate_status(cobs, spec.stages, outside)
         sets[src.set_name][st] += 1
         formula = cobs.summary.formula if cobs is not None and cobs.summary is not None else None
         row = {"set": src.set_name, "candidate": src.cand_id, "formula": formula, "status": st, "detail": detail}

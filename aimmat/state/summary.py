@@ -44,7 +44,8 @@ class StageSummary(NamedTuple):
         metallic = engine.get("metallic") if isinstance(engine, dict) else None
         strict = out.get("strict_pass")
         criteria = out.get("criteria")
-        failed = SEP.join(n for n, c in criteria.items() if not c.get("pass")) if isinstance(criteria, dict) else ""
+        # a criterion may name its own reason ("no_pseudopotential: Nd"); else its name
+        failed = SEP.join(str(c.get("reason") or n) for n, c in criteria.items() if not c.get("pass")) if isinstance(criteria, dict) else ""
         return cls(rec.key, rec.status, len(rec.attempts), int(rec.retryable), rec.failure_code, rec.host, rec.pid,
                    rec.pid_start, out.get("structure_sha256"), None if metallic is None else int(bool(metallic)),
                    None if strict is None else int(bool(strict)), failed, int(rec.output_present))

@@ -1,0 +1,232 @@
+"""Converge stage: the cutoff, k-spacing and (for metals) smearing at which
+what an elastic tensor needs stops moving.
+
+Each ladder point is two static runs on one shared k-mesh: the cell as
+given and the cell sheared by ``shear_strain`` (xy). Compared between
+consecutive points: the energy per atom, every stress component of the
+unstrained cell, and the shear stress of the sheared cell (what metals get
+wrong: an under-sampled Fermi surface gives a wrong C44 with every gate
+passing). A point is chosen when all three move by less than the
+tolerances to the next point of its ladder; the ladders run in order
+cutoff -> k-spacing -> smearing, each at the values chosen before it.
+
+No library runs such a ladder on stresses (atomate2 and aiida-qe take
+fixed protocol values; SSSP converges per element on isolated tests), so it
+is written here on top of the engine call the other stages use.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from pymatgen.analysis.elasticity.strain import Deformation
+
+from aimmat.engines.qe.inputs import kmesh
+from aimmat.engines.run_profile import RunProfile
+from aimmat.runtime import slots
+from aimmat.stages.base import StageOutcome
+from aimmat.stages.relax import run_engine_task
+
+GPA_PER_KBAR = 0.1
+ATTEMPTS_PER_POINT = 3
+
+
+class _Failed(Exception):
+    def __init__(self, outcome: StageOutcome, where: str):
+        super().__init__(where)
+        self.outcome, self.where = outcome, where
+
+
+def _sheared(structure, gamma: float):
+    f = np.eye(3)
+    f[0, 1] = f[1, 0] = gamma / 2  # symmetric: engineering shear gamma_xy = gamma, no rotation
+    return Deformation(f).apply_to_structure(structure)
+
+
+class _Ladder:
+    """Runs and remembers ladder points (one folder per point)."""
+
+    def __init__(self, structure, cfg: dict, profile: dict, directory: Path):
+        self.structure, self.cfg, self.profile, self.dir = structure, cfg, profile, directory
+        self.sheared = _sheared(structure, cfg["shear_strain"])
+        self.rows: list[dict] = []
+        self._cache: dict[tuple, dict] = {}
+        self.width = max(1, min(2, slots.total() // RunProfile.from_profile(profile).ranks))
+
+    def point(self, ladder: str, ecut: float, rho: float | None, spacing: float, degauss: float | None) -> dict:
+        kpts = kmesh(self.structure, {"kspacing_per_a": spacing})
+        ident = (round(ecut, 6), None if rho is None else round(rho, 6), kpts, degauss)
+        if ident in self._cache:
+            return self._cache[ident]
+        prof = {**self.profile, "ecutwfc_ry": ecut, "ecutrho_ry": rho, "kpoints": None, "kspacing_per_a": spacing}
+        if degauss is not None:
+            prof.update(occupations="smearing", degauss_ry=degauss)
+        name = f"p{len(self._cache):02d}"
+
+        def run(which):
+            cell = self.structure if which == "eq" else self.sheared
+            prev = None
+            for attempt in range(1, ATTEMPTS_PER_POINT + 1):
+                out = run_engine_task("static", cell, prof, self.dir / name / which / f"a{attempt}", prev, kpts=kpts)
+                if out.ok or not out.retryable:
+                    return out
+                prev = out
+            return out
+
+        with ThreadPoolExecutor(max_workers=self.width) as pool:
+            eq, sh = pool.map(run, ("eq", "shear"))
+        for which, out in (("unstrained cell", eq), ("sheared cell", sh)):
+            if not out.ok:
+                raise _Failed(out, f"{ladder} ladder at ecutwfc {ecut} Ry, k {list(kpts)}, {which}")
+        row = {
+            "ladder": ladder, "ecutwfc_ry": ecut, "ecutrho_ry": rho, "kspacing_per_a": spacing, "kpoints": list(kpts),
+            "degauss_ry": degauss, "energy_per_atom_ev": eq.outputs["energy_per_atom_ev"],
+            "stress_gpa": eq.outputs["stress_gpa"], "shear_stress_gpa": sh.outputs["stress_gpa"][0][1],
+            "metallic": eq.outputs.get("engine", {}).get("metallic"),
+            "wall_s": round(sum(o.outputs.get("engine", {}).get("pw_wall_s") or 0.0 for o in (eq, sh)), 2),
+        }
+        self._cache[ident] = row
+        self.rows.append(row)
+        return row
+
+    def moved(self, a: dict, b: dict, energy: bool = True) -> dict[str, float]:
+        """What moved between two points, beyond the tolerances (empty: converged)."""
+        tol_s = self.cfg["stress_tol_kbar"] * GPA_PER_KBAR
+        d = {
+            "stress_kbar": float(np.abs(np.subtract(a["stress_gpa"], b["stress_gpa"])).max()) / GPA_PER_KBAR,
+            "shear_stress_kbar": abs(a["shear_stress_gpa"] - b["shear_stress_gpa"]) / GPA_PER_KBAR,
+        }
+        if energy:
+            d["energy_mev_per_atom"] = abs(a["energy_per_atom_ev"] - b["energy_per_atom_ev"]) * 1000
+        limit = {"stress_kbar": tol_s / GPA_PER_KBAR, "shear_stress_kbar": tol_s / GPA_PER_KBAR,
+                 "energy_mev_per_atom": self.cfg["energy_tol_mev_per_atom"]}
+        return {k: round(v, 4) for k, v in d.items() if v >= limit[k]}
+
+
+def _deltas(lad: _Ladder, a: dict, b: dict, energy: bool = True) -> str:
+    tol = lad.cfg
+    parts = [f"stress {np.abs(np.subtract(a['stress_gpa'], b['stress_gpa'])).max() * 10:.3f} kbar",
+             f"shear stress {abs(a['shear_stress_gpa'] - b['shear_stress_gpa']) * 10:.3f} kbar"]
+    if energy:
+        parts.append(f"energy {abs(a['energy_per_atom_ev'] - b['energy_per_atom_ev']) * 1000:.3f} meV/atom")
+    return ", ".join(parts) + f" (tolerances {tol['stress_tol_kbar']} kbar, {tol['energy_tol_mev_per_atom']} meV/atom)"
+
+
+def _spacings(structure, start: float, cfg: dict) -> list[float]:
+    """Spacings from ``start`` down by ``kspacing_factor``, one per distinct mesh."""
+    out, seen, sp = [], set(), start
+    while sp >= cfg["kspacing_min_per_a"] - 1e-12 and len(out) < cfg["max_steps"]:
+        mesh = kmesh(structure, {"kspacing_per_a": sp})
+        if mesh not in seen:
+            seen.add(mesh)
+            out.append(round(sp, 6))
+        sp *= cfg["kspacing_factor"]
+    return out
+
+
+def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss, why: list[str]) -> tuple[dict | None, str]:
+    spacings = _spacings(lad.structure, start, lad.cfg)
+    prev = lad.point("kspacing", ecut, rho, spacings[0], degauss)
+    for sp in spacings[1:]:
+        row = lad.point("kspacing", ecut, rho, sp, degauss)
+        if not lad.moved(prev, row):
+            return prev, (f"kspacing_per_a {prev['kspacing_per_a']} (mesh {prev['kpoints']}"
+                          f"{'' if degauss is None else f', degauss {degauss} Ry'}): to mesh {row['kpoints']} " + _deltas(lad, prev, row))
+        prev = row
+    return None, f"k-points not converged down to spacing {spacings[-1]} /A (mesh {prev['kpoints']})"
+
+
+def run_converge(structure, cfg: dict, profile: dict | None, directory: Path, previous: StageOutcome | None = None) -> StageOutcome:
+    """Choose cutoff, k-spacing and smearing for ``structure``.
+
+    Parameters
+    ----------
+    structure : pymatgen.core.Structure
+    cfg : dict
+        ``aimmat.manifest.stage_configs.ConvergeStage`` fields.
+    profile : dict
+        The qe profile (resolved pseudopotentials; cutoffs from the family
+        when it recommends them).
+    directory : Path
+        The attempt's folder; one subfolder per ladder point.
+    previous : StageOutcome, optional
+        Unused: each ladder point carries its own retry ladder.
+
+    Returns
+    -------
+    StageOutcome
+        ``outputs["chosen"]``: ecutwfc_ry, ecutrho_ry, kspacing_per_a,
+        occupations and degauss_ry, metallic; ``table``: every point;
+        ``why``: one line per ladder. Failure ``not_converged_settings``
+        when a ladder reaches its limit (not retryable: the ladder's
+        limits are the manifest's), or the failure of a run that could
+        not be completed.
+    """
+    lad = _Ladder(structure, cfg, profile, directory)
+    why: list[str] = []
+    ecut0 = profile.get("ecutwfc_ry") or cfg["ecutwfc_start_ry"]
+    ratio = (profile["ecutrho_ry"] / profile["ecutwfc_ry"]) if profile.get("ecutrho_ry") and profile.get("ecutwfc_ry") else None
+    smearing = profile.get("occupations", "smearing") == "smearing"
+    degauss0 = profile.get("degauss_ry") if smearing else None
+    try:
+        # 1. cutoff, at the profile's spacing
+        sp0 = profile.get("kspacing_per_a") or 0.25
+        n = int(math.floor((cfg["ecutwfc_max_ry"] - ecut0) / cfg["ecutwfc_step_ry"] + 1e-9)) + 1
+        ecuts = [ecut0 + i * cfg["ecutwfc_step_ry"] for i in range(max(1, n))]  # up to ecutwfc_max_ry
+        rho = (lambda e: None if ratio is None else round(e * ratio, 4))
+        prev = lad.point("ecutwfc", ecuts[0], rho(ecuts[0]), sp0, degauss0)
+        metallic = bool(prev["metallic"]) if smearing else False
+        ecut = None
+        for e in ecuts[1:]:
+            row = lad.point("ecutwfc", e, rho(e), sp0, degauss0)
+            if not lad.moved(prev, row):
+                ecut = prev["ecutwfc_ry"]
+                why.append(f"ecutwfc_ry {ecut}: to {e} Ry " + _deltas(lad, prev, row))
+                break
+            prev = row
+        if ecut is None:
+            return _not_converged(lad, why, f"cutoff not converged up to {ecuts[-1]} Ry (ecutwfc_max_ry {cfg['ecutwfc_max_ry']})")
+        # 2. k-spacing (metals: from the metal spacing), 3. smearing for metals
+        start = profile.get("kspacing_metal_per_a") if metallic and profile.get("kspacing_metal_per_a") else sp0
+        ladder = [d for d in cfg["degauss_ladder_ry"]] if metallic and cfg["degauss_ladder_ry"] else [degauss0]
+        results = []
+        for d in ladder:
+            best, line = _k_ladder(lad, ecut, rho(ecut), start, d, why)
+            if best is None:
+                return _not_converged(lad, why, line)
+            results.append((d, best, line))
+            if len(results) >= 2:
+                (d1, b1, l1), (d2, b2, _) = results[-2], results[-1]
+                # smearing changes the free energy by design: judged on stresses only
+                if not lad.moved(b1, b2, energy=False):
+                    why += [l1, f"degauss_ry {d1}: to {d2} Ry " + _deltas(lad, b1, b2, energy=False)]
+                    return _chosen(lad, why, b1, metallic)
+                start = b2["kspacing_per_a"]  # a narrower smearing needs at least this mesh
+        if len(ladder) > 1:
+            return _not_converged(lad, why, f"smearing not converged down to degauss {ladder[-1]} Ry")
+        why.append(results[-1][2])
+        return _chosen(lad, why, results[-1][1], metallic)
+    except _Failed as exc:
+        o = exc.outcome
+        return StageOutcome(ok=False, outputs={"table": lad.rows, "why": why, "converged": False},
+                            failure_code=o.failure_code, message=f"{exc.where}: {o.message}", output_present=bool(lad.rows),
+                            retryable=False)
+
+
+def _chosen(lad: _Ladder, why: list[str], row: dict, metallic: bool) -> StageOutcome:
+    chosen = {"ecutwfc_ry": row["ecutwfc_ry"], "ecutrho_ry": row["ecutrho_ry"], "kspacing_per_a": row["kspacing_per_a"],
+              "occupations": "smearing" if row["degauss_ry"] is not None else "fixed", "degauss_ry": row["degauss_ry"],
+              "metallic": metallic}
+    return StageOutcome(ok=True, outputs={"chosen": chosen, "why": why, "table": lad.rows, "converged": True,
+                                          "n_points": len(lad.rows), "wall_s": round(sum(r["wall_s"] for r in lad.rows), 2)},
+                        output_present=True)
+
+
+def _not_converged(lad: _Ladder, why: list[str], message: str) -> StageOutcome:
+    return StageOutcome(ok=False, outputs={"table": lad.rows, "why": why, "converged": False},
+                        failure_code="not_converged_settings", message=message, output_present=True, retryable=False)
+
+

@@ -1,0 +1,107 @@
+"""The converge stage: ladders judged on energy, stress and shear stress.
+
+The ladder logic is checked with a model engine whose errors are known
+functions of cutoff, mesh and smearing (the choice must be the first point
+whose change to the next is within tolerance); the stage on real pw.x runs
+in a campaign (tests/stages/test_converge_qe.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from aimmat.manifest.stage_configs import ConvergeStage
+from aimmat.stages import converge as conv
+from aimmat.stages.base import StageOutcome
+
+
+def _al() -> Structure:
+    return Structure(Lattice([[0, 2.0, 2.0], [2.0, 0, 2.0], [2.0, 2.0, 0]]), ["Al"], [[0, 0, 0]])
+
+
+class ModelEngine:
+    """Stress error ~ A/ecut^3 (Pulay), k error ~ B/nk^2 (oscillation-free), smearing bias ~ C*degauss^2."""
+
+    def __init__(self, metallic=True, pulay=2e5, kerr=80.0, smear=0.0, fail_at=None):
+        self.metallic, self.pulay, self.kerr, self.smear, self.fail_at = metallic, pulay, kerr, smear, fail_at
+        self.calls = []
+
+    def __call__(self, task, structure, profile, directory, previous, kpts=None):
+        ecut, nk, d = profile["ecutwfc_ry"], kpts[0], profile.get("degauss_ry") or 0.0
+        self.calls.append((ecut, tuple(kpts), d, previous is not None))
+        if self.fail_at is not None and ecut >= self.fail_at:
+            return StageOutcome(ok=False, failure_code="electronic_not_converged", message="x", retryable=previous is None,
+                                outputs={"next_overrides": {"mixing_beta": 0.3}})
+        sheared = abs(structure.lattice.matrix[0, 1] - structure.lattice.matrix[1, 0]) > 1e-9 or \
+            not np.allclose(structure.lattice.matrix, _al().lattice.matrix)
+        p = -1.0 + self.pulay / ecut**3 * 0.1  # GPa
+        k = self.kerr / nk**2 * 0.1
+        s = self.smear * d * d
+        stress = np.eye(3) * (p + k)
+        if sheared:
+            stress[0, 1] = stress[1, 0] = 0.3 + k + s
+        return StageOutcome(ok=True, output_present=True, outputs={
+            "energy_per_atom_ev": -57.0 + 10.0 / ecut**2 + 0.01 * k, "stress_gpa": stress.tolist(),
+            "engine": {"metallic": self.metallic, "pw_wall_s": 1.0}})
+
+
+def _run(monkeypatch, tmp_path, engine, **cfg):
+    monkeypatch.setattr(conv, "run_engine_task", engine)
+    c = ConvergeStage(profile="q", **cfg).model_dump()
+    prof = {"kind": "qe", "ecutwfc_ry": 20.0, "ecutrho_ry": 80.0, "kspacing_per_a": 0.25, "kspacing_metal_per_a": 0.15,
+            "occupations": "smearing", "degauss_ry": 0.02, "mpi_ranks": 1}
+    return conv.run_converge(_al(), c, prof, tmp_path)
+
+
+def test_cutoff_chosen_where_the_next_step_moves_less_than_the_tolerance(monkeypatch, tmp_path):
+    eng = ModelEngine(smear=0.0)
+    out = _run(monkeypatch, tmp_path, eng)
+    assert out.ok, out.message
+    ch = out.outputs["chosen"]
+    rows = [r for r in out.outputs["table"] if r["ladder"] == "ecutwfc"]
+    # pressure error 2e4/ecut^3 GPa: the first ecut whose step to ecut+10 moves < 0.05 GPa, energy 10/ecut^2 < 1 meV
+    want = next(e for e in np.arange(20, 170, 10) if 2e4 / e**3 - 2e4 / (e + 10) ** 3 < 0.05
+                and (10 / e**2 - 10 / (e + 10) ** 2) < 1e-3)
+    assert ch["ecutwfc_ry"] == want and rows[-1]["ecutwfc_ry"] == want + 10
+    assert ch["ecutrho_ry"] == pytest.approx(4 * want)  # the profile's ratio is kept
+    # k: shear error 8/nk^2 GPa; chosen where the next distinct mesh moves the shear stress < 0.05 GPa
+    k_rows = [r for r in out.outputs["table"] if r["ladder"] == "kspacing" and r["degauss_ry"] == 0.02]
+    nk = [r["kpoints"][0] for r in k_rows]
+    i = next(j for j in range(len(nk) - 1) if 8 / nk[j] ** 2 - 8 / nk[j + 1] ** 2 < 0.05)
+    assert ch["kspacing_per_a"] == k_rows[i]["kspacing_per_a"]
+    assert ch["metallic"] is True and ch["degauss_ry"] == 0.02  # no smearing bias: the widest width agrees
+    assert any(w.startswith("degauss_ry 0.02") for w in out.outputs["why"])
+
+
+def test_smearing_bias_moves_the_choice_to_a_narrower_width(monkeypatch, tmp_path):
+    # bias 300*d^2 GPa: 0.12 at 0.02, 0.03 at 0.01, 0.0075 at 0.005: 0.02->0.01 moves 0.9 kbar, 0.01->0.005 0.23 kbar
+    out = _run(monkeypatch, tmp_path, ModelEngine(smear=300.0), degauss_ladder_ry=[0.02, 0.01, 0.005])
+    assert out.ok and out.outputs["chosen"]["degauss_ry"] == 0.01
+
+
+def test_ladder_limits_end_not_converged_settings(monkeypatch, tmp_path):
+    out = _run(monkeypatch, tmp_path, ModelEngine(pulay=5e7), ecutwfc_max_ry=60)
+    assert not out.ok and out.failure_code == "not_converged_settings" and not out.retryable
+    assert "cutoff not converged up to 60" in out.message and len(out.outputs["table"]) == 5
+    out = _run(monkeypatch, tmp_path / "b", ModelEngine(smear=3000.0), degauss_ladder_ry=[0.02, 0.01])
+    assert out.failure_code == "not_converged_settings" and "smearing" in out.message
+
+
+def test_insulator_uses_one_width_and_no_metal_spacing(monkeypatch, tmp_path):
+    eng = ModelEngine(metallic=False)
+    out = _run(monkeypatch, tmp_path, eng)
+    assert out.ok and out.outputs["chosen"]["metallic"] is False
+    assert {c[2] for c in eng.calls} == {0.02}
+    k_rows = [r for r in out.outputs["table"] if r["ladder"] == "kspacing"]
+    # the ladder starts at the insulator spacing (that point is the cutoff ladder's, reused), not the metal one
+    assert k_rows[0]["kspacing_per_a"] == pytest.approx(0.25 * 0.75)
+    assert 0.15 not in {r["kspacing_per_a"] for r in out.outputs["table"]}
+
+
+def test_a_failed_point_retries_with_the_remedy_then_fails_the_stage(monkeypatch, tmp_path):
+    eng = ModelEngine(fail_at=30)
+    out = _run(monkeypatch, tmp_path, eng)
+    assert not out.ok and out.failure_code == "electronic_not_converged" and "ecutwfc 30" in out.message
+    retried = [c for c in eng.calls if c[0] == 30]
+    assert len(retried) == 4 and sum(c[3] for c in retried) == 2  # each cell: first try, then one rung up

@@ -1,0 +1,56 @@
+"""The converge stage with real pw.x in a campaign: chosen settings recorded
+with their table, fed into the keys and inputs of relax and SCF, shown by
+diff, and rerun (with everything after it) when a tolerance changes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from tests.engines.qe.conftest import needs_pw, si
+from tests.stages.test_qe_pipeline import _campaign, _rec
+
+pytestmark = [needs_pw, pytest.mark.needs_qe, pytest.mark.slow]
+
+# cheap ladders (low cutoffs, loose tolerances): the machinery on real runs, in about a minute
+CONVERGE = {"profile": "qe", "ecutwfc_step_ry": 4, "ecutwfc_max_ry": 40, "stress_tol_kbar": 3.0,
+            "energy_tol_mev_per_atom": 20.0, "kspacing_factor": 0.7, "kspacing_min_per_a": 0.15, "max_steps": 4}
+
+
+def test_converge_feeds_relax_and_scf(tmp_path, cli):
+    path = _campaign(tmp_path, {"Si": si()},
+                     {"pseudo": {"family": "debian", "files": {"Si": "Si.pbe-rrkj.UPF"}}, "ecutwfc_ry": 12,
+                      "kspacing_per_a": 0.5})
+    m = yaml.safe_load(path.read_text())
+    m["stages"] = {"converge": CONVERGE, **m["stages"]}
+    path.write_text(yaml.safe_dump(m))
+    code, out, err = cli("apply", path, "-q")
+    assert code == 0, err
+    conv = _rec(tmp_path, "1-element/Si/converge")
+    o = conv["outputs"]
+    ch = o["chosen"]
+    assert o["converged"] and ch["metallic"] is False
+    # the choice is the first point whose step to the next moved less than the tolerances
+    cut = [r for r in o["table"] if r["ladder"] == "ecutwfc"]
+    i = [r["ecutwfc_ry"] for r in cut].index(ch["ecutwfc_ry"])
+    a, b = cut[i], cut[i + 1]
+    assert abs(a["shear_stress_gpa"] - b["shear_stress_gpa"]) * 10 < 3.0
+    assert abs(a["energy_per_atom_ev"] - b["energy_per_atom_ev"]) * 1000 < 20.0
+    assert any(w.startswith(f"ecutwfc_ry {ch['ecutwfc_ry']}") for w in o["why"])
+    # relax and SCF ran with the chosen settings: in their keys and in the pw.x input
+    for stage in ("relax", "scf"):
+        rec = _rec(tmp_path, f"1-element/Si/{stage}")
+        assert rec["key_inputs"]["settings"]["ecutwfc_ry"] == ch["ecutwfc_ry"]
+        pw_in = next((tmp_path / f"camp/q/1-element/Si/{stage}").rglob("pw.in")).read_text()
+        assert float(re.search(r"ecutwfc\s*=\s*([\d.]+)", pw_in).group(1)) == ch["ecutwfc_ry"]
+    code, out, _ = cli("diff", path, "-v", "--exit-code")
+    line = next(x for x in out.splitlines() if "keep    converge" in x)
+    assert code == 0 and "chose " in line and f"ecutwfc_ry {ch['ecutwfc_ry']}" in line and "because ecutwfc_ry" in line
+    # a tighter tolerance reruns converge, and relax/scf after it
+    m["stages"]["converge"]["stress_tol_kbar"] = 1.0
+    path.write_text(yaml.safe_dump(m))
+    code, out, _ = cli("diff", path)
+    assert "converge.stress_tol_kbar 3.0 -> 1.0" in out and "upstream converge will rerun" in out

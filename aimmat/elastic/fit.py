@@ -28,7 +28,7 @@ from aimmat.elastic.strains import (
     matrix_to_voigt,
     voigt_to_matrix,
 )
-from aimmat.elastic.symmetry import CrystalSymmetry, crystal_symmetry, symmetry_residual
+from aimmat.elastic.symmetry import CrystalSymmetry, bond_matrix, crystal_symmetry, symmetry_residual
 
 
 def stress_voigt(s: np.ndarray) -> np.ndarray:
@@ -46,10 +46,39 @@ def cauchy(f: np.ndarray, s: np.ndarray) -> np.ndarray:
     return f @ s @ f.T / np.linalg.det(f)
 
 
-def plan_strains(structure, symprec: float = 0.01, magnitudes=DEFAULT_MAGNITUDES, pure: bool = False):
-    """Symmetry of ``structure`` and the strain set for it: (symmetry, StrainSet, deformations)."""
+def plan_strains(structure, symprec: float = 0.01, magnitudes=DEFAULT_MAGNITUDES, pure: bool = False, kpts=None):
+    """Symmetry of ``structure`` and the strain set for it.
+
+    Parameters
+    ----------
+    structure : pymatgen.core.Structure
+        The unstrained cell, in the frame the cells will run in.
+    symprec : float
+    magnitudes : sequence of float
+    pure : bool
+        The six pure states, whatever they cost.
+    kpts : sequence of int, optional
+        The Monkhorst-Pack mesh of the cells (plane-wave engines). With it
+        the cheapest candidate set by predicted k-points is chosen (see
+        ``aimmat.elastic.cost``); without it, the fewest cells.
+
+    Returns
+    -------
+    sym : CrystalSymmetry
+    sset : StrainSet
+    defs : list of numpy.ndarray
+        Deformation gradients, type-major.
+
+    With ``kpts``, ``sset.candidates`` holds the priced candidates.
+    """
     sym = crystal_symmetry(structure, symprec)
-    sset = choose_strain_set(sym.basis, magnitudes, pure=pure or sym.crystal_system == "triclinic")
+    pure = pure or sym.crystal_system == "triclinic"
+    sset = choose_strain_set(sym.basis, magnitudes, pure=pure)
+    if kpts is not None and not pure:
+        from aimmat.elastic.cost import choose_by_cost
+
+        sset, candidates = choose_by_cost(structure, sym.basis, sset, kpts, magnitudes)
+        sset.candidates = candidates
     defs = [deformation_from_lagrangian(voigt_to_matrix(e)) for e in sset.voigt]
     return sym, sset, defs
 
@@ -76,7 +105,9 @@ def fit_tensor(deformations, stresses_gpa, eq_stress_gpa, basis: np.ndarray) -> 
         stderr = np.sqrt(np.clip(var, 0, None))
     else:
         stderr = np.full((6, 6), np.nan)
-    return {"tensor": c, "fit_rms_gpa": float(np.sqrt(np.mean(resid**2))), "stderr_gpa": stderr, "n_constants": m, "dof": dof}
+        cov = np.full((m, m), np.nan)
+    return {"tensor": c, "fit_rms_gpa": float(np.sqrt(np.mean(resid**2))), "stderr_gpa": stderr, "n_constants": m, "dof": dof,
+            "coef": coef, "cov": cov}
 
 
 def analyse(c: np.ndarray, fit_rms_gpa: float, sym: CrystalSymmetry, structure=None,
@@ -101,22 +132,62 @@ def analyse(c: np.ndarray, fit_rms_gpa: float, sym: CrystalSymmetry, structure=N
 
 
 # --- the API the elastic stage calls --------------------------------------------------------
-def strain_set(structure, magnitudes=DEFAULT_MAGNITUDES, symprec: float = 0.01, pure: bool = False):
-    """Deformation gradients (3x3) for ``structure`` and what chose them."""
-    sym, sset, defs = plan_strains(structure, symprec, magnitudes, pure)
-    return defs, {"crystal_system": sym.crystal_system, "laue": sym.laue, "spacegroup": sym.spacegroup,
-                  "n_constants": sym.n_constants, "kind": sset.kind, "types": sset.types.tolist(),
-                  "magnitudes": list(sset.magnitudes), "n_cells": sset.n_cells}
+def strain_set(structure, magnitudes=DEFAULT_MAGNITUDES, symprec: float = 0.01, pure: bool = False, kpts=None):
+    """Deformation gradients (3x3) for ``structure`` and what chose them.
+
+    With ``kpts`` (a plane-wave engine's mesh) the set is the cheapest by
+    predicted k-points among the candidates, which are recorded; without
+    it, the fewest cells. See ``plan_strains``.
+    """
+    sym, sset, defs = plan_strains(structure, symprec, magnitudes, pure, kpts)
+    candidates = sset.candidates
+    info = {"crystal_system": sym.crystal_system, "laue": sym.laue, "spacegroup": sym.spacegroup,
+            "n_constants": sym.n_constants, "kind": sset.kind, "types": sset.types.tolist(),
+            "magnitudes": list(sset.magnitudes), "n_cells": sset.n_cells,
+            "chosen_by": "predicted_cost" if candidates else ("request" if sset.kind == "pure" else "n_cells")}
+    if candidates:
+        from aimmat.elastic.cost import COST_MODEL
+
+        chosen = next(c for c in candidates if c["chosen"])
+        info.update(kpoints=list(kpts), cost_model=COST_MODEL, candidates=candidates,
+                    predicted_kpoints=chosen["predicted_kpoints"], predicted_cost=chosen["predicted_cost"])
+    return defs, info
 
 
 def fit_elastic(deformations, stresses_gpa, eq_stress_gpa, structure=None, symprec: float = 0.01,
-                fit_rms_max_gpa: float = 2.0, pd_min_gpa: float = 0.0, sym: CrystalSymmetry | None = None) -> dict:
-    """Fit, gates and derived moduli from strained-cell stresses (GPa, tensile positive)."""
+                fit_rms_max_gpa: float = 2.0, pd_min_gpa: float = 0.0, sym: CrystalSymmetry | None = None,
+                rotation: np.ndarray | None = None) -> dict:
+    """Fit, gates and derived moduli from strained-cell stresses (GPa, tensile positive).
+
+    Parameters
+    ----------
+    deformations, stresses_gpa, eq_stress_gpa
+        Cells and their Cauchy stresses, in the frame x' = R x of ``structure``
+        (R = ``rotation``, identity when None).
+    structure : pymatgen.core.Structure, optional
+        The crystal in the frame the results are recorded in.
+    sym : CrystalSymmetry, optional
+        Symmetry of ``structure`` (found when None).
+    rotation : numpy.ndarray, optional
+        When the cells ran in a rotated frame (the standard setting): the
+        fit uses the allowed basis rotated into that frame, and the tensor
+        and its standard errors come back in ``structure``'s frame exactly
+        (same coefficients, unrotated basis).
+    """
     if sym is None:
         if structure is None:
             raise ValueError("fit_elastic needs the structure or its symmetry")
         sym = crystal_symmetry(structure, symprec)
-    fit = fit_tensor(deformations, stresses_gpa, eq_stress_gpa, sym.basis)
+    basis = sym.basis
+    if rotation is not None:
+        m = bond_matrix(np.asarray(rotation))
+        basis = np.einsum("ij,kjl,ml->kim", m, sym.basis, m)
+    fit = fit_tensor(deformations, stresses_gpa, eq_stress_gpa, basis)
+    if rotation is not None:
+        fit["tensor"] = np.tensordot(fit["coef"], sym.basis, axes=1)
+        if fit["dof"] > 0:
+            var = np.einsum("kij,kl,lij->ij", sym.basis, fit["cov"], sym.basis)
+            fit["stderr_gpa"] = np.sqrt(np.clip(var, 0, None))
     out = analyse(fit["tensor"], fit["fit_rms_gpa"], sym, structure, fit_rms_max_gpa, pd_min_gpa)
     return {"tensor_voigt_gpa": fit["tensor"].tolist(), "fit_rms_gpa": fit["fit_rms_gpa"],
             "stderr_gpa": np.where(np.isnan(fit["stderr_gpa"]), None, fit["stderr_gpa"]).tolist(),

@@ -29,7 +29,8 @@ DEFAULT_MAGNITUDES = (-0.01, -0.005, 0.005, 0.01)
 class StrainSet:
     types: np.ndarray  # (t, 6) unit deformation types (Voigt, engineering shear)
     magnitudes: tuple[float, ...]
-    kind: str  # "coupled" or "pure"
+    kind: str  # "coupled", "pure" or "pure_subset" (some of the pure states)
+    candidates: list | None = None  # priced alternatives when chosen by cost (aimmat.elastic.cost)
 
     @property
     def voigt(self) -> np.ndarray:
@@ -122,8 +123,8 @@ def choose_strain_set(basis: np.ndarray, magnitudes=DEFAULT_MAGNITUDES, pure: bo
 _CHOICE_CACHE: dict = {}
 
 
-def _search(basis: np.ndarray, magnitudes, max_ratio: float, max_types: int) -> np.ndarray | None:
-    m = len(basis)
+def _information(basis: np.ndarray, magnitudes):
+    """Per-type information matrices of the pool and a function giving noise ratios of summed ones."""
     w = float(np.sum(np.square(magnitudes)))
     # information matrix of one type: sum over magnitudes of D^T D, D = [B_k t]_k (6 x m)
     d = np.einsum("kij,pj->pik", basis, POOL)  # (n_pool, 6, m)
@@ -138,23 +139,42 @@ def _search(basis: np.ndarray, magnitudes, max_ratio: float, max_types: int) -> 
         errs = _errors(infos, bc)
         return np.where(np.isfinite(errs).all(axis=1), (errs[:, mask] / ref[mask]).max(axis=1), np.inf)
 
+    return g, ratios
+
+
+def pool_ratios(basis: np.ndarray, magnitudes=DEFAULT_MAGNITUDES, pairs: bool = True):
+    """Noise ratios of every one-type set of the pool and, with ``pairs``, every two-type set.
+
+    Returns
+    -------
+    r1 : numpy.ndarray
+        (n_pool,) ratio of each type alone (inf where it does not span).
+    i, j, r2 : numpy.ndarray
+        Pool indices of each pair (i < j) and its ratio (empty without ``pairs``).
+    """
+    g, ratios = _information(basis, magnitudes)
+    r1 = ratios(g)
+    if not pairs:
+        return r1, np.array([], int), np.array([], int), np.array([])
+    i, j = np.triu_indices(len(POOL), k=1)
+    r2 = np.concatenate([ratios(g[i[s:s + 8192]] + g[j[s:s + 8192]]) for s in range(0, len(i), 8192)])  # batches keep memory small
+    return r1, i, j, r2
+
+
+def _search(basis: np.ndarray, magnitudes, max_ratio: float, max_types: int) -> np.ndarray | None:
+    g, ratios = _information(basis, magnitudes)
     r1 = ratios(g)
     if r1.min() <= max_ratio:
         return POOL[[int(r1.argmin())]]
-    i, j = np.triu_indices(len(POOL), k=1)
-    best_pair, best_r = None, np.inf
-    for start in range(0, len(i), 8192):  # batches keep memory small
-        sl = slice(start, start + 8192)
-        r = ratios(g[i[sl]] + g[j[sl]])
-        k = int(r.argmin())
-        if r[k] < best_r:
-            best_r, best_pair = r[k], [int(i[sl][k]), int(j[sl][k])]
-    if best_pair is not None and best_r <= max_ratio:
+    _, i, j, r2 = pool_ratios(basis, magnitudes)
+    k = int(r2.argmin())
+    best_pair, best_r = [int(i[k]), int(j[k])], r2[k]
+    if best_r <= max_ratio:
         return POOL[best_pair]
     # Some classes cannot be spanned by two types (orthorhombic: C = (a x b)(a x b)^T
     # is invisible to any two strains a, b). Grow greedily: most rank first,
     # then the lowest noise ratio, then the most information.
-    chosen = list(best_pair) if best_pair is not None and np.isfinite(best_r) else []
+    chosen = list(best_pair) if np.isfinite(best_r) else []
     while len(chosen) < max_types:
         infos = g[chosen].sum(axis=0)[None] + g if chosen else g
         rank = np.linalg.matrix_rank(infos, tol=1e-10 * max(np.abs(infos).max(), 1e-300))

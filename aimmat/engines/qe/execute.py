@@ -6,6 +6,7 @@ physics parameters (what to compute).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -79,8 +80,27 @@ def _execute(run: RunProfile, directory: Path) -> tuple[int, bool]:
             return proc.wait(), True
 
 
+def mem_available_mb() -> float | None:
+    """MemAvailable of /proc/meminfo (MB); None where there is none."""
+    try:
+        m = re.search(r"^MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+    except OSError:
+        return None
+    return int(m.group(1)) / 1024 if m else None
+
+
+def discard_restart_files(directory: Path) -> None:
+    """Delete ``directory/out`` (wavefunctions: large, reused only by a restart rung)."""
+    shutil.rmtree(directory / "out", ignore_errors=True)
+
+
 def execute(run: RunProfile, directory: Path) -> tuple[int, bool, float]:
     """Run pw.x on ``directory/pw.in`` holding ``run.ranks`` core slots.
+
+    ``directory/out`` (restart files) is left in place: whether a retry
+    continues from it depends on the classification, so ``QeEngine.run``
+    deletes it after reading. ``directory/run.json`` records the process
+    facts pw.out lacks (free memory at launch, exit status).
 
     Returns
     -------
@@ -91,8 +111,10 @@ def execute(run: RunProfile, directory: Path) -> tuple[int, bool, float]:
         Wall time of the process, excluding the wait for slots and memory.
     """
     with slots.hold(run.ranks, run.min_free_mem_mb):
+        free = mem_available_mb()  # an out-of-memory kill is judged against this
         t0 = time.perf_counter()
         rc, timed_out = _execute(run, directory)
         wall = time.perf_counter() - t0
-    shutil.rmtree(directory / "out", ignore_errors=True)  # wavefunctions: large, never reused
+    facts = {"returncode": rc, "timed_out": timed_out, "wall_s": round(wall, 3), "mem_available_mb": free, "ranks": run.ranks}
+    (directory / "run.json").write_text(json.dumps(facts) + "\n")
     return rc, timed_out, wall

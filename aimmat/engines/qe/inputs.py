@@ -39,8 +39,12 @@ def spin_polarized(structure, params: dict, zvals: dict[str, float]) -> bool:
 
 
 def build_input(structure, params: dict, task: str, pseudos: dict[str, Path], zvals: dict[str, float],
-                kpts: tuple[int, int, int], walltime_s: float, ultrasoft: bool) -> tuple[str, dict]:
-    """Return the pw.x input text and the resolved namelist values."""
+                kpts: tuple[int, int, int], walltime_s: float, ultrasoft: bool, restart: bool = False) -> tuple[str, dict]:
+    """Return the pw.x input text and the resolved namelist values.
+
+    ``restart`` writes ``restart_mode='restart'`` (the caller put pw.x's
+    restart files into ./out).
+    """
     calc = TASKS[task]
     nat = len(structure)
     ecutwfc = params["ecutwfc_ry"]
@@ -53,6 +57,9 @@ def build_input(structure, params: dict, task: str, pseudos: dict[str, Path], zv
         "tprnfor": True,
         "max_seconds": round(0.95 * walltime_s, 1),
         "disk_io": "low",
+        # band energies at every k-point even with >= 100 of them: metallicity
+        # is decided from the bands and must never be unknown after an SCF
+        "verbosity": "high",
         "forc_conv_thr": params["forc_conv_thr_ry_per_bohr"],
         "nstep": params["nstep"],
     }
@@ -82,6 +89,10 @@ def build_input(structure, params: dict, task: str, pseudos: dict[str, Path], zv
             "press_conv_thr": params["press_conv_thr_kbar"],
             "cell_dynamics": "damp-w" if params.get("ion_dynamics") == "damp" else "bfgs",
         }
+        if params.get("cell_factor"):  # raised by the cell_factor_too_small ladder
+            data["cell"]["cell_factor"] = float(params["cell_factor"])
+    if restart:  # continue from the restart files copied into ./out
+        control["restart_mode"] = "restart"
     atoms = AseAtomsAdaptor.get_atoms(structure)
     if spin_polarized(structure, params, zvals):
         system["nspin"] = 2
@@ -90,7 +101,9 @@ def build_input(structure, params: dict, task: str, pseudos: dict[str, Path], zv
     write_espresso_in(buf, atoms, input_data=data, pseudopotentials={el: p.name for el, p in pseudos.items()},
                       kpts=kpts, crystal_coordinates=True)
     text = buf.getvalue()
-    for key in ("tstress", "max_seconds", "ecutwfc", "conv_thr", "mixing_beta"):
+    required = ["tstress", "max_seconds", "ecutwfc", "conv_thr", "mixing_beta", "electron_maxstep", "verbosity"]
+    required += [k for k in ("cell_factor", "restart_mode") if k in data.get("cell", {}) or k in control]
+    for key in required:
         if key not in text:  # ASE drops keys it does not know: never run without these
             raise RuntimeError(f"ASE's espresso writer dropped '{key}' from the pw.x input")
     return text, data

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from aimmat.engines.qe.bands import METAL_GAP_EV, metallic as _metallic  # noqa: F401 (re-exported)
+
 RY_EV = 13.605693122994
 BOHR_A = 0.529177210903
 RY_PER_BOHR3_GPA = 14710.507848260711  # 1 Ry/bohr^3 in GPa
 
-METAL_GAP_EV = 0.05  # below this band gap over the k-mesh, a structure counts as metallic
 DIAG_MARKERS = (
     "S matrix not positive definite",
     "problems computing cholesky",
@@ -25,7 +26,13 @@ DIAG_MARKERS = (
     "eigenvectors failed to converge",
     "zhegvd failed",
     "[Q, R] = qr(X, 0) failed",
+    "cdiaghg",
+    "rdiaghg",
 )
+# LAPACK/MPI aborts inside the subspace diagonalization: xerbla prints these on
+# stderr (often with no pw.x error block at all) before MPI_ABORT
+LAPACK_RE = re.compile(r"On entry to [CZSD](?:HEGV|HEEV|SYGV|SYEV|POTRF)\w*|parameter number \d+ had an illegal value|[cr]diaghg|[CZ]HEGVX?")
+CELL_FACTOR_MARKER = "Not enough space allocated for radial FFT"
 
 
 @dataclass
@@ -57,29 +64,24 @@ class PwOutput:
 
     n_electrons: float | None = None
     spin_polarized: bool = False
+    noncollinear: bool = False
+    fermi_up_dw_ev: tuple[float, float] | None = None  # two Fermi levels (fixed tot_magnetization)
+    bands_dw_ev: list[list[float]] = field(default_factory=list)  # last SCF, spin down (nspin=2)
+    pressures_kbar: list[float] = field(default_factory=list)  # one per printed stress, in order
+    pressure_before_final_scf_kbar: float | None = None  # the last one of the ionic minimisation
+    cell_factor_error: bool = False  # scale_h: the cell left the G-vector table (vc-relax)
+    cell_a_initial: np.ndarray | None = None  # the input cell as pw.x read it (A)
+    restart_written: bool = False  # pw.x wrote its save folder ('Writing output data file')
 
     @property
     def metallic(self) -> bool | None:
-        """No gap between the highest occupied and lowest empty band over the
-        k-mesh (non-spin-polarized runs; None when it cannot be told).
+        """No gap at the Fermi level over the k-mesh, in any spin channel.
 
-        The Fermi level of a smeared semiconductor sits inside the valence-band
-        tail, so "a band crosses E_F" is not a test; the band-count gap is.
-        A finished fixed-occupation run is an insulator (pw.x stops a metal
-        with 'charge is wrong').
+        None only when pw.x printed no bands (an output written without
+        ``verbosity='high'`` and >= 100 k-points, or no finished SCF).
+        See ``aimmat.engines.qe.bands.metallic`` for the rules.
         """
-        if self.bands_occupied:
-            return False
-        if self.spin_polarized or self.n_electrons is None or not self.bands_ev:
-            return None
-        half = self.n_electrons / 2
-        if abs(half - round(half)) > 1e-6:
-            return True  # a half-filled band
-        nocc = int(round(half))
-        if min(len(b) for b in self.bands_ev) <= nocc:
-            return None
-        gap = min(b[nocc] for b in self.bands_ev) - max(b[nocc - 1] for b in self.bands_ev)
-        return gap < METAL_GAP_EV
+        return _metallic(self)
 
     @property
     def last_energy_ev(self) -> float | None:
@@ -102,6 +104,7 @@ def parse_pw_output(text: str) -> PwOutput:
     out = PwOutput(text)
     lines = text.splitlines()
     alat_a = None
+    spin_down = False
     i = 0
     n = len(lines)
     while i < n:
@@ -112,6 +115,14 @@ def parse_pw_output(text: str) -> PwOutput:
             out.version = m.group(1) if m else None
         elif "lattice parameter (alat)" in line:
             alat_a = _floats(line)[0] * BOHR_A
+        elif s.startswith("a(1) = (") and alat_a and out.cell_a_initial is None and i + 2 < n:
+            rows = [_floats(lines[i + k])[:3] for k in (0, 1, 2)]
+            if all(len(r) == 3 for r in rows):
+                out.cell_a_initial = np.array(rows) * alat_a
+        elif "Noncollinear calculation" in line:
+            out.noncollinear = True
+        elif "Writing output data file" in line:
+            out.restart_written = True
         elif s.startswith("!") and "total energy" in s:
             out.energies_ry.append(_floats(s)[0])
         elif "convergence has been achieved in" in line:
@@ -120,6 +131,8 @@ def parse_pw_output(text: str) -> PwOutput:
             out.scf_converged.append(False)
         elif "total   stress" in line and i + 3 < n:
             rows = [_floats(lines[i + k]) for k in (1, 2, 3)]
+            p = re.search(r"P=\s*(-?\d+\.\d+)", line)
+            out.pressures_kbar.append(float(p.group(1)) if p else float("nan"))
             if all(len(r) >= 6 for r in rows):
                 out.stresses_gpa.append(-np.array([r[:3] for r in rows]) * RY_PER_BOHR3_GPA)
             else:  # '*******' overflow in a Fortran field
@@ -138,8 +151,9 @@ def parse_pw_output(text: str) -> PwOutput:
             i = j - 1
         elif "Maximum CPU time exceeded" in line:
             out.walltime_hit = True
-        elif "bfgs converged in" in line or "Damped Dynamics: convergence achieved" in line or "convergence achieved, Efinal=" in line:
-            # BFGS; damped ionic dynamics; damped (Wentzcovitch) cell dynamics
+        elif ("bfgs converged in" in line or "Damped Dynamics: convergence achieved" in line
+              or "convergence achieved, Efinal=" in line or "FIRE: convergence achieved in" in line):
+            # BFGS; damped ionic dynamics; damped (Wentzcovitch) cell dynamics; FIRE (pw.x 7.x)
             out.ionic_converged = True
         elif "history already reset at previous step: stopping" in line or "bfgs failed after" in line:
             out.bfgs_history_reset_stop = True
@@ -147,6 +161,7 @@ def parse_pw_output(text: str) -> PwOutput:
             out.nstep_reached = True
         elif "final scf calculation at the relaxed structure" in line.lower():
             out.final_scf_started = True
+            out.pressure_before_final_scf_kbar = out.pressures_kbar[-1] if out.pressures_kbar else None
         elif "charge is wrong" in line:
             out.charge_wrong = True
         elif "Estimated max dynamical RAM per process" in line or "Estimated total dynamical RAM" in line:
@@ -162,12 +177,19 @@ def parse_pw_output(text: str) -> PwOutput:
             out.bands_occupied = True
         elif "number of electrons" in line and "=" in line:
             out.n_electrons = _floats(line)[0]
-        elif "SPIN UP" in line or "spin up/dw Fermi" in line:
+        elif "spin up/dw Fermi" in line:
             out.spin_polarized = True
+            up_dw = _floats(line)[:2]
+            out.fermi_up_dw_ev = (up_dw[0], up_dw[1]) if len(up_dw) == 2 else None
+        elif "SPIN UP" in line:
+            out.spin_polarized = True
+        elif "SPIN DOWN" in line:
+            spin_down = True  # pw.x prints all spin-up k-points, then all spin-down ones
         elif "the Fermi energy is" in line:
             out.fermi_ev = _floats(line)[0]
-        elif "End of self-consistent calculation" in line:
-            out.bands_ev, out.fermi_ev = [], None
+        elif "End of self-consistent calculation" in line or "End of band structure calculation" in line:
+            out.bands_ev, out.bands_dw_ev, out.fermi_ev, out.fermi_up_dw_ev = [], [], None, None
+            spin_down = False
         elif s.startswith("k =") and "bands (ev)" in line:
             vals: list[float] = []
             j = i + 1
@@ -176,7 +198,7 @@ def parse_pw_output(text: str) -> PwOutput:
             while j < n and lines[j].strip() and re.match(r"^\s*-?\d", lines[j]):
                 vals.extend(float(x) for x in re.findall(r"-?\d+\.\d+", lines[j]))
                 j += 1
-            out.bands_ev.append(vals)
+            (out.bands_dw_ev if spin_down else out.bands_ev).append(vals)
             i = j - 1
         elif s.startswith("%%%%%%%%") and i + 1 < n and "Error in routine" in lines[i + 1]:
             j = i + 1
@@ -186,6 +208,7 @@ def parse_pw_output(text: str) -> PwOutput:
                 j += 1
             out.error_block = " ".join(b for b in block if b)
             out.charge_wrong = out.charge_wrong or "charge is wrong" in out.error_block
+            out.cell_factor_error = CELL_FACTOR_MARKER in out.error_block
             for marker in DIAG_MARKERS:
                 if marker in out.error_block:
                     out.diagonalization_error = marker
@@ -201,7 +224,7 @@ def parse_pw_output(text: str) -> PwOutput:
                 cell = cell * BOHR_A
             out.cell_a = cell
             i += 3
-        elif s.startswith("ATOMIC_POSITIONS") and "crystal" in s:
+        elif s.startswith("ATOMIC_POSITIONS"):
             pos, spec = [], []
             j = i + 1
             while j < n and len(lines[j].split()) >= 4 and re.match(r"^\s*[A-Z][a-z]?\w*\s+-?\d", lines[j]):
@@ -209,13 +232,40 @@ def parse_pw_output(text: str) -> PwOutput:
                 spec.append(parts[0])
                 pos.append([float(x) for x in parts[1:4]])
                 j += 1
-            out.positions_frac, out.species = np.array(pos), spec
+            out.positions_frac, out.species = _fractional(np.array(pos), s, out, alat_a), spec
             i = j - 1
         elif "JOB DONE" in line:
             out.job_done = True
         else:
-            for marker in DIAG_MARKERS:
+            for marker in DIAG_MARKERS[:6]:  # outside an error block only the explicit messages
                 if marker in line:
                     out.diagonalization_error = marker
         i += 1
     return out
+
+
+def _fractional(pos: np.ndarray, header: str, out: PwOutput, alat_a: float | None) -> np.ndarray | None:
+    """Positions printed as ``ATOMIC_POSITIONS (unit)`` in crystal coordinates.
+
+    bohr/angstrom/alat are Cartesian: they are converted with the cell pw.x
+    had at that point (the last printed CELL_PARAMETERS, else the input cell
+    from the header), because a restart needs fractional coordinates in the
+    cell it restarts from. None when the cell is unknown.
+    """
+    unit = header.lower()
+    if "crystal" in unit or not len(pos):
+        return pos
+    cell = out.cell_a if out.cell_a is not None else out.cell_a_initial
+    if cell is None:
+        return None
+    if "bohr" in unit:
+        cart = pos * BOHR_A
+    elif "angstrom" in unit:
+        cart = pos
+    else:  # alat: pw.x keeps the input alat through a vc-relax
+        m = re.search(r"alat\s*=\s*([\d.]+)", header)
+        scale = float(m.group(1)) * BOHR_A if m else alat_a
+        if scale is None:
+            return None
+        cart = pos * scale
+    return cart @ np.linalg.inv(cell)

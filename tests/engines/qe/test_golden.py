@@ -37,7 +37,8 @@ def load(name: str) -> tuple[dict, Structure]:
 def test_the_cases_cover_the_taxonomy():
     codes = {json.loads((DATA / n / "case.json").read_text())["failure_code"] for n in CASES}
     assert {None, "electronic_not_converged", "ionic_nstep_exceeded", "out_of_walltime", "charge_wrong",
-            "output_truncated", "converged_except_final_scf"} <= codes
+            "output_truncated", "converged_except_final_scf", "diagonalization_failure", "nonzero_exit",
+            "out_of_memory", "interrupted", "cell_factor_too_small", "final_scf_pressure"} <= codes
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -50,10 +51,12 @@ def test_parse_and_classify(name):
     assert out.scf_converged.count(True) == exp["n_scf_converged"]
     assert out.scf_converged.count(False) == exp["n_scf_not_converged"]
     assert out.job_done is exp["job_done"]
-    assert out.version == re.search(r"Program PWSCF v\.(\S+)", text).group(1)
+    banner = re.search(r"Program PWSCF v\.(\S+)", text)
+    assert out.version == (banner.group(1) if banner else None)
     if exp["last_energy_ry"] is not None:
         assert out.energies_ry[-1] == exp["last_energy_ry"]
-    assert classify(out, case["returncode"], TASKS[case["task"]], case["timed_out"]) == case["failure_code"]
+    err = (DATA / name / "outputs/pw.err").read_text()
+    assert classify(out, case["returncode"], TASKS[case["task"]], case["timed_out"], err) == case["failure_code"]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -68,6 +71,8 @@ def test_read_results(name):
     assert res.n_steps == exp["n_steps"]
     assert res.extra["returncode"] == case["returncode"] and res.extra["kpoints"] == case["kpts"]
     assert res.wall_s == 1.5
+    if case["failure_code"] is None:  # a finished SCF: metallicity is always known
+        assert res.extra["metallic"] is exp["metallic"] is not None
     if res.failure_code:
         assert res.message
     if exp["last_energy_ev"] is not None:
@@ -90,3 +95,40 @@ def test_write_inputs_reproduces_the_stored_input(name, tmp_path):
     written = write_inputs(structure, physics, case["task"], tmp_path, walltime_s=run.walltime_s)
     assert list(written.kpts) == case["kpts"]
     assert written.path.read_text() == (DATA / name / "inputs/pw.in").read_text()
+
+
+@pytest.mark.parametrize("name, metallic", [("si_scf_converged", False), ("al_scf_many_kpoints", True),
+                                            ("ni_scf_magnetic_metal", True), ("si_vcrelax_converged", False)])
+def test_metallicity_from_real_bands(name, metallic):
+    case, _ = load(name)
+    out = parse_pw_output((DATA / name / "outputs/pw.out").read_text())
+    assert out.metallic is metallic
+    if name == "al_scf_many_kpoints":
+        assert case["expected"]["n_k_points"] >= 100 and len(out.bands_ev) == case["expected"]["n_k_points"]
+    if name == "ni_scf_magnetic_metal":  # both spin channels read, a ferromagnet
+        assert out.spin_polarized and len(out.bands_dw_ev) == len(out.bands_ev) > 0
+        assert 0.3 < out.total_magnetization < 0.9
+
+
+def test_final_scf_pressure_names_the_numbers():
+    case, structure = load("si_vcrelax_final_scf_pressure")
+    res = read_results(DATA / "si_vcrelax_final_scf_pressure" / "outputs", structure, "relax", 0, False, 1.0, case["kpts"])
+    assert res.failure_code == "final_scf_pressure" and not res.converged
+    assert "8.17 kbar" in res.message and "max(5 x press_conv_thr 0.5 kbar, 2 kbar)" in res.message
+    assert res.structure is not None and res.extra["new_structure"]  # the restart point: the final cell
+
+
+def test_cell_factor_case_keeps_the_last_cell():
+    case, structure = load("si_vcrelax_cell_factor_too_small")
+    res = read_results(DATA / "si_vcrelax_cell_factor_too_small" / "outputs", structure, "relax", case["returncode"], False, 1.0,
+                       case["kpts"])
+    assert res.failure_code == "cell_factor_too_small" and "cell_factor" in res.message
+    assert res.extra["new_structure"] and Structure.from_dict(res.structure).volume < structure.volume
+    assert "cell_factor      = 1.0" in (DATA / "si_vcrelax_cell_factor_too_small" / "inputs/pw.in").read_text()
+
+
+def test_constructed_cases_say_so():
+    for name in ("si_scf_out_of_memory", "si_scf_lapack_abort"):
+        case, _ = load(name)
+        assert case["constructed"] and "CONSTRUCTED" in case["note"]
+    assert load("si_scf_interrupted")[0]["constructed"] is False

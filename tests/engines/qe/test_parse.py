@@ -52,13 +52,17 @@ def test_missing_and_truncated():
     assert classify(None, 1, "scf") == "output_missing"
     cut = STRESS.split("     PWSCF")[0]
     assert classify(parse_pw_output(cut), None, "scf", timed_out=True) == "output_truncated"
-    assert classify(parse_pw_output(cut), -9, "scf") == "output_truncated"
+    assert classify(parse_pw_output(cut), -11, "scf") == "output_truncated"  # a crash (SIGSEGV)
+    # SIGKILL not sent by our hard timeout: the kernel's OOM killer (was: output_truncated, rerun unchanged)
+    assert classify(parse_pw_output(cut), -9, "scf") == "out_of_memory"
+    assert classify(parse_pw_output(cut), -9, "scf", timed_out=True) == "output_truncated"
 
 
 def test_ladder_rungs():
     prof = {"mixing_beta": 0.7, "diagonalization": "david", "occupations": "smearing"}
     r = remedy("electronic_not_converged", {}, prof)
-    assert r.overrides == {"mixing_beta": 0.56} and "0.7 -> 0.56" in r.tag
+    # the electronic ladder lowers mixing_beta and raises electron_maxstep together
+    assert r.overrides == {"mixing_beta": 0.56, "electron_maxstep": 200} and "0.7 -> 0.56" in r.tag
     assert remedy("electronic_not_converged", {"mixing_beta": 0.11}, prof) is None  # bounded
     r1 = remedy("diagonalization_failure", {}, prof)
     r2 = remedy("diagonalization_failure", r1.overrides, prof)

@@ -92,3 +92,28 @@ def test_policy_from_manifest_changes_the_ladder():
     assert remedy("diagonalization_failure", {}, prof, pol).overrides["diagonalization"] == "cg"
     first = remedy("bfgs_history_failure", {}, prof, pol)
     assert remedy("bfgs_history_failure", first.overrides, prof, pol) is None
+
+
+ONCV_HEADER = """<UPF version="2.0.1">
+<PP_INFO>
+  Generated using ONCVPSP code by D. R. Hamann
+</PP_INFO>
+<PP_HEADER
+   generated="Generated using ONCVPSP code by D. R. Hamann"
+   element="Si" pseudo_type="NC" relativistic="scalar" functional="PBE"
+   z_valence="4.0" wfc_cutoff="{wfc}" rho_cutoff="{rho}"/>
+"""
+
+
+def test_oncv_rho_cutoff_is_a_radius_not_ry(tmp_path):
+    from aimmat.engines.qe.pseudos import upf_info
+
+    f = tmp_path / "Si.oncv.upf"
+    f.write_text(ONCV_HEADER.format(wfc="0.0", rho="1.5"))  # ONCV writes a radius in bohr here
+    assert upf_info(f).rho_cutoff_ry is None
+    g = tmp_path / "Si.other.upf"
+    g.write_text(ONCV_HEADER.replace("ONCVPSP", "ld1.x").format(wfc="30.0", rho="60.0"))  # below 4 x ecutwfc: no Ry cutoff
+    assert upf_info(g).rho_cutoff_ry is None and upf_info(g).wfc_cutoff_ry == 30.0
+    h = tmp_path / "Si.us.upf"
+    h.write_text(ONCV_HEADER.replace("ONCVPSP", "ld1.x").format(wfc="30.0", rho="240.0"))
+    assert upf_info(h).rho_cutoff_ry == 240.0

@@ -61,7 +61,7 @@ def test_out_of_walltime(tmp_path):
 
 def test_output_truncated_by_kill(tmp_path, monkeypatch):
     # our hard timeout kills pw.x mid-run, before its own clean stop
-    monkeypatch.setattr(qe_execute, "HARD_TIMEOUT_GRACE_S", -28.0)
+    monkeypatch.setattr(qe_execute, "HARD_TIMEOUT_GRACE_S", -24.0)  # killed 6 s in: past MPI start-up on a loaded machine
     r = run(tmp_path, si(), "static", kpoints=[16, 16, 16], ecutwfc_ry=40, walltime_s=30)
     assert r.failure_code == "output_truncated"
     assert r.extra["returncode"] != 0
@@ -121,3 +121,28 @@ def test_damped_cell_dynamics_at_step_cap_is_nstep_exceeded(tmp_path):
     # the ladder's last rung for a vc-relax (damp + damp-w) words its step cap differently
     r = run(tmp_path, si(0.02), "relax", ion_dynamics="damp", nstep=3)
     assert r.failure_code == "ionic_nstep_exceeded"
+
+
+@pytest.mark.slow
+def test_walltime_stop_restarts_from_saved_state(tmp_path):
+    # pw.x stops at max_seconds and writes out/pw.save; the next rung copies that
+    # folder and asks for restart_mode='restart' (never a rerun from scratch)
+    eng = QeEngine()
+    prof = profile(kpoints=[12, 12, 12], ecutwfc_ry=40, walltime_s=2)
+    r1 = eng.run(si(), prof, "static", tmp_path / "a1")
+    assert r1.failure_code == "out_of_walltime" and r1.extra["restart_dir"] == str((tmp_path / "a1/out").resolve())
+    rem = eng.remedy(r1.failure_code, {}, prof, result=r1)
+    assert rem.overrides["restart_dir"] == r1.extra["restart_dir"] and "saved state" in rem.tag
+    r2 = eng.run(si(), {**prof, **rem.overrides, "walltime_s": 120}, "static", tmp_path / "a2")
+    assert "restart_mode     = 'restart'" in (tmp_path / "a2/pw.in").read_text()
+    assert "Calculation restarted" in (tmp_path / "a2/pw.out").read_text()
+    assert r2.failure_code is None and r2.extra["metallic"] is False
+    assert not (tmp_path / "a2/out").exists() and (tmp_path / "a1/out").exists()  # success: no restart files kept
+
+
+def test_sigterm_from_outside_is_interrupted(tmp_path):
+    launch = "sh -c 'pw.x \"$@\" & p=$!; sleep 5; kill -TERM $p; wait $p' sh"
+    r = run(tmp_path, si(), "static", kpoints=[12, 12, 12], ecutwfc_ry=40, pw_command=launch)
+    assert r.failure_code == "interrupted" and "SIGTERM" in r.message
+    rem = QeEngine().remedy(r.failure_code, {}, profile(), result=r)
+    assert rem is not None and "external" in rem.tag

@@ -134,7 +134,10 @@ def run_elastic(structure, cfg: dict, profile: dict | None, directory: Path, pre
     retry = [c for c in lost if c["retryable"]]
     kept = [c for c in cells[1:] if c["ok"]]
     sym = crystal_symmetry(work, cfg["symprec"])  # the frame the deformations are in
-    spans, why = check_spans(np.array([matrix_to_voigt(lagrangian_from_deformation(np.asarray(c["deformation"]))) for c in kept]).reshape(-1, 6), sym.basis)
+    if kept:
+        spans, why = check_spans(np.array([matrix_to_voigt(lagrangian_from_deformation(np.asarray(c["deformation"]))) for c in kept]).reshape(-1, 6), sym.basis)
+    else:
+        spans, why = False, "no strained cell is left to fit"
     if lost and (retry or not spans or not cells[0]["ok"]):
         names = ", ".join(f"{c['name']} ({c['failure_code']})" for c in lost)
         return StageOutcome(

@@ -3,6 +3,7 @@ ladder that the SCF and elastic stages share."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from pymatgen.core import Structure
 from aimmat.engines import EngineResult, get_engine
 from aimmat.identity import structure_sha256
 from aimmat.stages.base import StageOutcome
+from aimmat.stages.sanity import check_result
 
 
 def summarize(result: EngineResult) -> dict:
@@ -36,9 +38,22 @@ def engine_extra(result: EngineResult) -> dict:
     return {k: v for k, v in result.extra.items() if v is not None}
 
 
+def next_remedy(engine, result: EngineResult, overrides: dict, profile: dict):
+    """The engine's next rung; engines whose ``remedy`` takes ``result`` learn
+    what the failed attempt left (a new structure, restart files)."""
+    if "result" in inspect.signature(engine.remedy).parameters:
+        return engine.remedy(result.failure_code, overrides, profile, result=result)
+    return engine.remedy(result.failure_code, overrides, profile)
+
+
 def run_engine_task(task: str, structure, profile: dict, directory: Path, previous: StageOutcome | None, kpts=None) -> StageOutcome:
     """One engine run with the retry ladder: the previous attempt's outcome
-    says which parameter overrides and which start structure come next."""
+    says which parameter overrides and which start structure come next.
+
+    Overrides may carry run fields (``walltime_s``, ``mpi_ranks``) and the
+    previous attempt's restart folder (``restart_dir``, pw.x restart files):
+    the engine reads them from the merged profile.
+    """
     engine = get_engine(profile)
     overrides = {}
     if previous is not None:
@@ -51,9 +66,17 @@ def run_engine_task(task: str, structure, profile: dict, directory: Path, previo
         outputs["structure"] = result.structure
     outputs.update(overrides=overrides, engine=engine_extra(result))
     if not result.failure_code:
-        return StageOutcome(ok=True, outputs=outputs, output_present=True)
-    rem = engine.remedy(result.failure_code, overrides, profile)
+        bad = check_result(result, profile["kind"])
+        if bad is None:
+            return StageOutcome(ok=True, outputs=outputs, output_present=True)
+        # a finished run with an unphysical result: never fitted, and rerunning the
+        # same inputs would give the same numbers, so no retry
+        outputs["sanity"] = bad.to_json()
+        return StageOutcome(ok=False, outputs=outputs, failure_code=bad.failure_code, message=bad.message,
+                            output_present=True, retryable=False)
+    rem = next_remedy(engine, result, overrides, profile)
     if rem is not None:
+        # restart_dir and walltime travel in next_overrides: every caller carries those
         outputs.update(next_overrides=rem.overrides, restart=rem.restart)
     return StageOutcome(
         ok=False,

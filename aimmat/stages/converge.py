@@ -204,7 +204,7 @@ def run_converge(structure, cfg: dict, profile: dict | None, directory: Path, pr
                 if not lad.moved(b1, b2, energy=False):
                     why += [l1, f"degauss_ry {d1}: to {d2} Ry " + _deltas(lad, b1, b2, energy=False)]
                     return _chosen(lad, why, b1, metallic)
-                start = b2["kspacing_per_a"]  # a narrower smearing needs at least this mesh
+            start = best["kspacing_per_a"]  # a narrower smearing needs at least this mesh
         if len(ladder) > 1:
             return _not_converged(lad, why, f"smearing not converged down to degauss {ladder[-1]} Ry")
         why.append(results[-1][2])

@@ -64,6 +64,32 @@ def pw_version(pw_command: str = "pw.x") -> str:
     return f"pw.x {m.group(1)}" if m else "pw.x (unknown version)"
 
 
+def _prctl():
+    try:  # looked up once in the parent: the child between fork and exec only calls it
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the pw.x child before exec: SIGTERM when the launching thread's
+    process dies. pw.x runs in its own session (so our hard timeout can kill
+    the launcher and every rank), which a signal to the apply's process
+    group does not reach; without this, a killed apply left its pw.x runs
+    computing until their max_seconds. SIGTERM, not SIGKILL: mpirun forwards
+    it to its ranks. Calls nothing that takes a lock (fork safety)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() == 1:  # the parent died before the flag was set
+            os._exit(143)
+
+
 def command(run: RunProfile) -> list[str]:
     """argv of one pw.x run: the launcher with ``{ranks}`` substituted when ranks > 1."""
     return run.argv(INPUT_NAME)
@@ -72,7 +98,8 @@ def command(run: RunProfile) -> list[str]:
 def _execute(run: RunProfile, directory: Path) -> tuple[int, bool]:
     """(returncode, timed_out) of pw.x in ``directory``; stdout/stderr to pw.out/pw.err."""
     with open(directory / "pw.out", "w") as fo, open(directory / "pw.err", "w") as fe:
-        proc = subprocess.Popen(command(run), cwd=directory, stdout=fo, stderr=fe, env=pw_env(), start_new_session=True)
+        proc = subprocess.Popen(command(run), cwd=directory, stdout=fo, stderr=fe, env=pw_env(), start_new_session=True,
+                                preexec_fn=_die_with_parent)
         try:
             return proc.wait(timeout=run.walltime_s + HARD_TIMEOUT_GRACE_S), False
         except subprocess.TimeoutExpired:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pymatgen.core import Lattice, Structure
+
 from aimmat.engines.base import EngineResult, Remedy
 from aimmat.engines.qe import execute as _exec
 from aimmat.engines.qe.execute import command, pw_env, pw_version
@@ -89,7 +91,9 @@ class QeEngine:
             # (an explicit mesh belongs to the caller's basis: left alone)
             turned = _standard(structure)
             if turned is not None:
-                structure = turned[0]
+                given, structure = structure, turned[0]
+                if task == "static":  # a fixed cell keeps its basis and atom order (forces line up): rotation only
+                    structure = Structure(Lattice(given.lattice.matrix @ turned[1].T), given.species, given.frac_coords)
         written = self.write_inputs(structure, physics, task, directory, kpts, walltime_s=run.walltime_s)
         rc, timed_out, wall = self.execute(run, directory)
         res = self.read_results(directory, structure, task, rc, timed_out, wall, written.kpts,
@@ -99,6 +103,8 @@ class QeEngine:
             res.extra["restart_dir"] = None
         if turned is not None:
             _back(res, turned[1], turned[2])
+            if task == "static" and res.structure is not None:
+                res.structure = given.as_dict()  # a fixed cell comes back exactly as given (its hash is the relax's)
         return res
 
 

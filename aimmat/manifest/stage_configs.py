@@ -87,7 +87,7 @@ class ConvergeStage(Strict):
         30.0, gt=0, le=1000, description="First cutoff when neither the profile nor the pseudopotential family gives one (Ry).")
     ecutwfc_max_ry: float = bounded(160.0, gt=0, le=1000, description="Largest cutoff tried (Ry): no convergence below it ends not_converged_settings.")
     kspacing_factor: float = bounded(0.75, gt=0.3, lt=1, description="Each k-ladder step multiplies the spacing by this.")
-    kspacing_min_per_a: float = bounded(0.05, gt=0, le=5, description="Densest spacing tried (1/A).")
+    kspacing_min_per_a: float = bounded(0.03, gt=0, le=5, description="Densest spacing tried (1/A): fcc Al at degauss 0.01 Ry settles only when 43^3 is confirmed by 58^3 (0.047/A).")
     degauss_ladder_ry: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=lambda: [0.02, 0.01], max_length=6,
         description="Smearing widths tried for metals (Ry, each in (0, 1]), widest first: the first whose converged result "

@@ -141,7 +141,9 @@ def test_walltime_stop_restarts_from_saved_state(tmp_path):
 
 
 def test_sigterm_from_outside_is_interrupted(tmp_path):
-    launch = "sh -c 'pw.x \"$@\" & p=$!; sleep 5; kill -TERM $p; wait $p' sh"
+    # killed once its first SCF iteration is printed (not after a fixed time: a quiet machine finishes first)
+    launch = ("sh -c 'pw.x \"$@\" & p=$!; until grep -q \"total energy\" pw.out 2>/dev/null; do sleep 0.05; done; "
+              "kill -TERM $p; wait $p' sh")
     r = run(tmp_path, si(), "static", kpoints=[12, 12, 12], ecutwfc_ry=40, pw_command=launch)
     assert r.failure_code == "interrupted" and "SIGTERM" in r.message
     rem = QeEngine().remedy(r.failure_code, {}, profile(), result=r)

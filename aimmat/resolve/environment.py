@@ -8,6 +8,7 @@ are looked up here, once per command, and frozen into recipes.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -90,15 +91,11 @@ def _recipe(spec: CampaignSpec, d: StageDef, probe: "_Probe") -> Recipe:
 
 
 def _with_palette(recipe: Recipe, palette: list[str]) -> Recipe:
-    from dataclasses import replace
-
     return replace(recipe, static=MappingProxyType(canonical({**recipe.static, "palette": palette})),
                    run_extra=MappingProxyType({"palette": palette}))
 
 
 def _with_species(recipe: Recipe, species: dict[str, SpeciesInputs]) -> Recipe:
-    from dataclasses import replace
-
     return replace(recipe, species=MappingProxyType(species))
 
 

@@ -92,27 +92,28 @@ class _Ladder:
         self.rows.append(row)
         return row
 
-    def moved(self, a: dict, b: dict, energy: bool = True) -> dict[str, float]:
-        """What moved between two points, beyond the tolerances (empty: converged)."""
-        tol_s = self.cfg["stress_tol_kbar"] * GPA_PER_KBAR
-        d = {
-            "stress_kbar": float(np.abs(np.subtract(a["stress_gpa"], b["stress_gpa"])).max()) / GPA_PER_KBAR,
-            "shear_stress_kbar": abs(a["shear_stress_gpa"] - b["shear_stress_gpa"]) / GPA_PER_KBAR,
-        }
+    def changes(self, a: dict, b: dict, energy: bool = True) -> dict[str, float]:
+        """What changed between two points: stress and shear stress (kbar), energy (meV/atom)."""
+        d = {"stress_kbar": float(np.abs(np.subtract(a["stress_gpa"], b["stress_gpa"])).max()) / GPA_PER_KBAR,
+             "shear_stress_kbar": abs(a["shear_stress_gpa"] - b["shear_stress_gpa"]) / GPA_PER_KBAR}
         if energy:
             d["energy_mev_per_atom"] = abs(a["energy_per_atom_ev"] - b["energy_per_atom_ev"]) * 1000
-        limit = {"stress_kbar": tol_s / GPA_PER_KBAR, "shear_stress_kbar": tol_s / GPA_PER_KBAR,
+        return d
+
+    def moved(self, a: dict, b: dict, energy: bool = True) -> dict[str, float]:
+        """What moved between two points, beyond the tolerances (empty: converged)."""
+        limit = {"stress_kbar": self.cfg["stress_tol_kbar"], "shear_stress_kbar": self.cfg["stress_tol_kbar"],
                  "energy_mev_per_atom": self.cfg["energy_tol_mev_per_atom"]}
-        return {k: round(v, 4) for k, v in d.items() if v >= limit[k]}
+        return {k: round(v, 4) for k, v in self.changes(a, b, energy).items() if v >= limit[k]}
 
 
 def _deltas(lad: _Ladder, a: dict, b: dict, energy: bool = True) -> str:
-    tol = lad.cfg
-    parts = [f"stress {np.abs(np.subtract(a['stress_gpa'], b['stress_gpa'])).max() * 10:.3f} kbar",
-             f"shear stress {abs(a['shear_stress_gpa'] - b['shear_stress_gpa']) * 10:.3f} kbar"]
+    """The changes between two points and the tolerances, as one line of the record's ``why``."""
+    d = lad.changes(a, b, energy)
+    parts = [f"stress {d['stress_kbar']:.3f} kbar", f"shear stress {d['shear_stress_kbar']:.3f} kbar"]
     if energy:
-        parts.append(f"energy {abs(a['energy_per_atom_ev'] - b['energy_per_atom_ev']) * 1000:.3f} meV/atom")
-    return ", ".join(parts) + f" (tolerances {tol['stress_tol_kbar']} kbar, {tol['energy_tol_mev_per_atom']} meV/atom)"
+        parts.append(f"energy {d['energy_mev_per_atom']:.3f} meV/atom")
+    return ", ".join(parts) + f" (tolerances {lad.cfg['stress_tol_kbar']} kbar, {lad.cfg['energy_tol_mev_per_atom']} meV/atom)"
 
 
 def _spacings(structure, start: float, cfg: dict) -> list[float]:
@@ -127,7 +128,7 @@ def _spacings(structure, start: float, cfg: dict) -> list[float]:
     return out
 
 
-def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss, why: list[str]) -> tuple[dict | None, str]:
+def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss) -> tuple[dict | None, str]:
     spacings = _spacings(lad.structure, start, lad.cfg)
     prev = lad.point("kspacing", ecut, rho, spacings[0], degauss)
     for sp in spacings[1:]:
@@ -194,7 +195,7 @@ def run_converge(structure, cfg: dict, profile: dict | None, directory: Path, pr
         ladder = [d for d in cfg["degauss_ladder_ry"]] if metallic and cfg["degauss_ladder_ry"] else [degauss0]
         results = []
         for d in ladder:
-            best, line = _k_ladder(lad, ecut, rho(ecut), start, d, why)
+            best, line = _k_ladder(lad, ecut, rho(ecut), start, d)
             if best is None:
                 return _not_converged(lad, why, line)
             results.append((d, best, line))

@@ -36,6 +36,11 @@ CODES = (
 OOM_RE = re.compile(r"std::bad_alloc|Cannot allocate|cannot allocate|Out of memory|out of memory|^Killed\b|oom-kill", re.M)
 # signals from outside: SIGTERM (scheduler, user), SIGINT, SIGHUP
 INTERRUPT_SIGNALS = {15: "SIGTERM", 2: "SIGINT", 1: "SIGHUP"}
+# signals a process sends itself when it crashes (gfortran prints "Program received signal ...")
+CRASH_SIGNALS = {11: "SIGSEGV", 7: "SIGBUS", 8: "SIGFPE", 4: "SIGILL", 6: "SIGABRT"}
+# the last line pw.x prints before a subspace diagonalization: the random/atomic
+# starting wavefunctions are rotated (rotate_wfc), or a Davidson/CG pass starts
+DIAG_PHASE_RE = re.compile(r"Starting wfcs are|diagonalization with overlap|[Dd]iagonalization$|CG style diagonalization")
 
 
 def signal_of(returncode: int | None, stderr: str) -> int | None:
@@ -48,9 +53,28 @@ def signal_of(returncode: int | None, stderr: str) -> int | None:
         return None
     if returncode < 0:
         return -returncode
-    if returncode in (129, 130, 137, 143) and "MPI_ABORT" not in stderr:
+    if returncode in (129, 130, 132, 134, 135, 136, 137, 139, 143) and "MPI_ABORT" not in stderr:
         return returncode - 128
     return None
+
+
+def crashed_in_diagonalization(text: str, sig: int | None, stderr: str) -> str | None:
+    """The signal's name when pw.x crashed inside a subspace diagonalization, else None.
+
+    A singular overlap matrix (more bands than the basis holds, a collapsing
+    cell) makes some BLAS kernels abort in cdiaghg with "S matrix not positive
+    definite" and others segfault in the same call (OpenBLAS's Zen kernels,
+    measured with pw.x 6.7): one failure, one remedy. A crash counts as the
+    diagonalization's only when the output's last line opens one.
+    """
+    name = CRASH_SIGNALS.get(sig) if sig is not None else None
+    if name is None:
+        m = re.search(r"Program received signal (SIG[A-Z]+)", stderr)
+        name = m.group(1) if m else None
+    if name is None:
+        return None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return name if lines and DIAG_PHASE_RE.search(lines[-1]) else None
 
 
 def pressure_limit_kbar(press_conv_thr_kbar: float) -> float:
@@ -99,6 +123,9 @@ def diagnose(out: PwOutput | None, returncode: int | None, calculation: str, tim
     if (out is not None and out.diagonalization_error) or lapack:
         what = (out.error_block if out is not None and out.error_block else None) or (lapack.group(0) if lapack else out.diagonalization_error)
         return "diagonalization_failure", f"diagonalization failed (exit {returncode}): {what}"
+    if not timed_out and out is not None and not out.job_done and (crash := crashed_in_diagonalization(text, sig, stderr)):
+        last = [ln.strip() for ln in text.splitlines() if ln.strip()][-1]
+        return "diagonalization_failure", f"pw.x crashed with {crash} in a subspace diagonalization (exit {returncode}; last line: {last!r})"
     if out is not None and out.cell_factor_error:
         return "cell_factor_too_small", out.error_block
     if not timed_out and (sig == 9 or OOM_RE.search(stderr)):
@@ -117,7 +144,9 @@ def diagnose(out: PwOutput | None, returncode: int | None, calculation: str, tim
         # the ionic minimisation finished; only the final SCF on the new G-vectors failed
         return "converged_except_final_scf", "the final SCF at the relaxed structure did not finish"
     if truncated:
-        return "output_truncated", f"output ends mid-run (exit {returncode}{', hard timeout' if timed_out else ''})"
+        crash = CRASH_SIGNALS.get(sig) if sig is not None else None
+        how = ", hard timeout" if timed_out else (f", pw.x crashed with {crash}" if crash else "")
+        return "output_truncated", f"output ends mid-run (exit {returncode}{how})"
     if out.error_block is not None:
         return "nonzero_exit", out.error_block  # pw.x stopped with its own error message
     if relax:

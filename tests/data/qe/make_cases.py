@@ -117,6 +117,16 @@ CUTS = {
 }
 
 
+# name: (source case whose input was run, how the outputs were recorded). These
+# outcomes vary from run to run, so the script keeps them and does not rerun them.
+RECORDED = {
+    # the singular overlap of al_scf_diagonalization_failure, pw.x run by hand with
+    # OPENBLAS_CORETYPE=Zen and 2 BLAS threads: about one run in eight segfaults in
+    # rotate_wfc instead of stopping in cdiaghg (exit 139 from the shell)
+    "al_scf_diagonalization_crash": ("al_scf_diagonalization_failure", 139, "diagonalization_failure"),
+}
+
+
 def params_for(overrides: dict, extra: dict | None = None) -> dict:
     """The params dict the executor would pass: validated profile + resolved pseudo files
     (+ ``extra``: ladder-only keys such as cell_factor)."""

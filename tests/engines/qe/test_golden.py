@@ -127,6 +127,29 @@ def test_cell_factor_case_keeps_the_last_cell():
     assert "cell_factor      = 1.0" in (DATA / "si_vcrelax_cell_factor_too_small" / "inputs/pw.in").read_text()
 
 
+def test_a_crash_in_the_diagonalization_is_a_diagonalization_failure():
+    """A segfault right after "Starting wfcs" (a singular overlap on another BLAS
+    kernel) gets the diagonalization remedy; the same signal mid-SCF is only a
+    truncated output, and a crash after an MPI_ABORT banner is not a signal."""
+    case, structure = load("al_scf_diagonalization_crash")
+    res = read_results(DATA / "al_scf_diagonalization_crash" / "outputs", structure, "static", case["returncode"], False, 1.0,
+                       case["kpts"])
+    assert res.failure_code == "diagonalization_failure"
+    assert "SIGSEGV" in res.message and "Starting wfcs" in res.message
+    # the stopped-in-cdiaghg run of the same input: the same class, pw.x's own words
+    twin, _ = load("al_scf_diagonalization_failure")
+    res2 = read_results(DATA / "al_scf_diagonalization_failure" / "outputs", structure, "static", twin["returncode"], False, 1.0,
+                        twin["kpts"])
+    assert res2.failure_code == "diagonalization_failure" and "S matrix not positive definite" in res2.message
+    out = parse_pw_output((DATA / "si_scf_output_truncated" / "outputs/pw.out").read_text())
+    for rc in (-11, 139):
+        assert classify(out, rc, "scf", False, "Program received signal SIGSEGV") == "output_truncated"
+    crash = parse_pw_output((DATA / "al_scf_diagonalization_crash" / "outputs/pw.out").read_text())
+    assert classify(crash, -11, "scf", False, "") == "diagonalization_failure"  # the signal alone, no backtrace
+    assert classify(crash, 143, "scf", False, "") == "interrupted"  # SIGTERM from outside wins
+    assert classify(crash, 0, "scf", False, "") == "output_truncated"  # no signal: only a cut output
+
+
 def test_constructed_cases_say_so():
     for name in ("si_scf_out_of_memory", "si_scf_lapack_abort"):
         case, _ = load(name)

@@ -43,10 +43,11 @@ def test_bfgs_history_failure(tmp_path):
 
 
 def test_diagonalization_failure(tmp_path):
-    # more bands than a 5 Ry basis can hold: Davidson's overlap matrix is singular
+    # more bands than a 5 Ry basis can hold: Davidson's overlap matrix is singular.
+    # pw.x stops in cdiaghg, or (some BLAS kernels, now and then) segfaults there
     r = run(tmp_path, al(), "static", ecutwfc_ry=5, ecutrho_ry=20, nbnd=40)
     assert r.failure_code == "diagonalization_failure"
-    assert "S matrix not positive definite" in r.message or "cholesky" in r.message
+    assert "S matrix not positive definite" in r.message or "crashed with SIGSEGV" in r.message
 
 
 def test_charge_wrong(tmp_path):

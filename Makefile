@@ -23,7 +23,7 @@ endif
 JOBS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo qe-demo test quick clean-demo sysdeps qe browser slurm slurm-stop slurm-status slurm-for-tests
+.PHONY: setup demo qe-demo test quick test-heavy clean-demo sysdeps qe browser slurm slurm-stop slurm-status slurm-for-tests
 
 # Quantum ESPRESSO from Debian, with OpenBLAS (Debian's pw.x otherwise links
 # the reference BLAS: a 64-atom SCF iteration is about 4x slower).
@@ -114,3 +114,7 @@ test: setup slurm-for-tests
 
 quick: setup
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# metals converged to C44 with real pw.x (about an hour per metal on 2 cores)
+test-heavy: setup
+	AIMMAT_HEAVY=1 $(PY) -m pytest -q -m heavy $(PYTEST_ARGS)

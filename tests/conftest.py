@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -26,6 +27,11 @@ def emt_campaign(tmp_path):
 
 
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get("AIMMAT_HEAVY") != "1":
+        heavy = pytest.mark.skip(reason="heavy (over 15 min on 2 cores): AIMMAT_HEAVY=1 or make test-heavy runs it")
+        for item in items:
+            if "heavy" in item.keywords:
+                item.add_marker(heavy)
     if shutil.which("pw.x") is None:
         skip = pytest.mark.skip(reason="pw.x not found on PATH")
         for item in items:

@@ -31,10 +31,35 @@ def _records_digest(observed: Observed) -> str:
     return sha256_json({"stages": [list(k) for k in keys], "candidates": [list(c) for c in cands]})
 
 
+def _outside(spec: CampaignSpec):
+    """(outside callable or None, palette as recorded) for candidate_status.
+
+    Without a screen stage nothing in the records says a candidate's element
+    is uncovered (the plan only blocks it): the palette is then read from the
+    manifest, or derived from the pseudopotential folders as ``status`` does.
+    A folder that cannot be read here (evidence on another machine) leaves
+    such candidates pending, and the snapshot says the palette is unknown."""
+    from aimmat.errors import AimmatError
+    from aimmat.resolve.palette import campaign_palette
+    from aimmat.state.summary import SEP
+
+    if "screen" in spec.stages:
+        return None, None
+    try:
+        pal = campaign_palette(spec)
+    except AimmatError:
+        return None, "unknown (pseudopotential folders unreadable here)"
+    if pal.elements is None:
+        return None, None
+    return (lambda sp: pal.outside(sp.split(SEP)) if sp else []), pal.key_value()
+
+
 def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     """The snapshot of ``observed`` for ``spec``: records and the manifest
-    only (no engine, no pseudopotential folder, no plan)."""
+    only (no engine, no plan; the pseudopotential folders only when a chain
+    without a screen needs the palette, see ``_outside``)."""
     stages = spec.stages
+    outside, palette = _outside(spec)
     coverage_stages = stage_table.coverage_stages()
     sets = spec.sets()
     by_set = {s: Counter() for s in sets}
@@ -43,7 +68,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     rows, reruns, relaxed = [], [], {}
     for src in spec.candidates:
         cobs = observed.candidates.get((src.set_name, src.cand_id))
-        st, _ = candidate_status(cobs, stages)
+        st, _ = candidate_status(cobs, stages, outside)
         by_set[src.set_name][st] += 1
         if cobs:
             for stage in coverage_stages:
@@ -70,6 +95,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     n_by_set = {s: sum(by_set[s].values()) for s in sets}
     screening = {"sets": {s: block(by_set[s], coverage[s], failures[s], n_by_set[s]) for s in sets}}
     screening["rerun_priority"] = reruns
+    screening["palette_for_status"] = palette  # None: the screen's records decide
     screening["ablations"] = _ablations(spec, observed)
     screening["ranking"] = _ranking(spec, observed)
     screening["overall"] = block(sum(by_set.values(), Counter()), sum(coverage.values(), Counter()),

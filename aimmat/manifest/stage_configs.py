@@ -82,6 +82,13 @@ class ConvergeStage(Strict):
     stress_tol_kbar: float = bounded(0.5, gt=0, le=100, description="Largest change of any stress component to the next step (kbar).")
     energy_tol_mev_per_atom: float = bounded(1.0, gt=0, le=1000, description="Largest change of the energy per atom to the next step (meV/atom).")
     shear_strain: float = bounded(0.01, gt=0, le=0.05, description="Shear of the probe cell (engineering strain of the xy component).")
+    shear_tol_rel: float = bounded(
+        0.05, gt=0, le=1, description="The shear-stress tolerance is the smaller of stress_tol_kbar and this fraction of the shear "
+                                      "response (sheared minus unstrained xy stress): fcc Al's 1% shear gives ~3 kbar, where 0.5 kbar "
+                                      "alone lets C44 move 15%.")
+    shear_tol_min_kbar: float = bounded(
+        0.05, gt=0, le=100, description="Floor of the relative shear tolerance (kbar): pw.x prints stresses to 0.01 kbar, and an "
+                                        "under-sampled metal's shear response can be near zero.")
     ecutwfc_step_ry: float = bounded(10.0, gt=0, le=200, description="Cutoff ladder step (Ry); ecutrho keeps its ratio to ecutwfc.")
     ecutwfc_start_ry: float = bounded(
         30.0, gt=0, le=1000, description="First cutoff when neither the profile nor the pseudopotential family gives one (Ry).")

@@ -100,9 +100,18 @@ class _Ladder:
             d["energy_mev_per_atom"] = abs(a["energy_per_atom_ev"] - b["energy_per_atom_ev"]) * 1000
         return d
 
+    def shear_tol_kbar(self, b: dict) -> float:
+        """Tolerance on the shear stress at point ``b``: the stress tolerance, or
+        ``shear_tol_rel`` of the shear response when that is smaller (a soft
+        metal's C44 needs the response to a few percent, not to 0.5 kbar),
+        never below ``shear_tol_min_kbar`` (print precision and SCF noise)."""
+        response = abs(b["shear_stress_gpa"] - b["stress_gpa"][0][1]) / GPA_PER_KBAR
+        relative = max(self.cfg.get("shear_tol_min_kbar", 0.0), self.cfg.get("shear_tol_rel", 1.0) * response)
+        return min(self.cfg["stress_tol_kbar"], relative)
+
     def moved(self, a: dict, b: dict, energy: bool = True) -> dict[str, float]:
         """What moved between two points, beyond the tolerances (empty: converged)."""
-        limit = {"stress_kbar": self.cfg["stress_tol_kbar"], "shear_stress_kbar": self.cfg["stress_tol_kbar"],
+        limit = {"stress_kbar": self.cfg["stress_tol_kbar"], "shear_stress_kbar": self.shear_tol_kbar(b),
                  "energy_mev_per_atom": self.cfg["energy_tol_mev_per_atom"]}
         return {k: round(v, 4) for k, v in self.changes(a, b, energy).items() if v >= limit[k]}
 
@@ -113,7 +122,8 @@ def _deltas(lad: _Ladder, a: dict, b: dict, energy: bool = True) -> str:
     parts = [f"stress {d['stress_kbar']:.3f} kbar", f"shear stress {d['shear_stress_kbar']:.3f} kbar"]
     if energy:
         parts.append(f"energy {d['energy_mev_per_atom']:.3f} meV/atom")
-    return ", ".join(parts) + f" (tolerances {lad.cfg['stress_tol_kbar']} kbar, {lad.cfg['energy_tol_mev_per_atom']} meV/atom)"
+    return ", ".join(parts) + (f" (tolerances {lad.cfg['stress_tol_kbar']} kbar, shear {lad.shear_tol_kbar(b):.3f} kbar,"
+                               f" {lad.cfg['energy_tol_mev_per_atom']} meV/atom)")
 
 
 def _spacings(structure, start: float, cfg: dict) -> list[float]:

@@ -134,3 +134,21 @@ def test_generated_candidates_stay_in_the_palette_end_to_end(tmp_path, cli):
                       models={"tiny": {"path": "tiny.pt", "sha256": sha}})
     code, out, err = cli("diff", m2)
     assert "palette" in out and "rerun" in out
+
+
+def test_without_a_screen_evidence_counts_an_uncovered_candidate_as_screened_out(tmp_path, cli):
+    """No screen record says so: status and the evidence snapshot both read the
+    palette, so the candidate is screened_out in both, never pending."""
+    _write_cifs(tmp_path, {"SiO": _rocksalt("Si", "O"), "NdO": _rocksalt("Nd", "O", 5.0)})
+    m = _qe_manifest(tmp_path, stages=("relax",))
+    code, out, err = cli("apply", m, "--jobs", "1", "--target", "2-element/NdO")
+    assert code == 0, err
+    assert not (tmp_path / "camp/p/2-element/NdO/relax").exists()
+    code, out, err = cli("status", m, "--json")
+    st = json.loads(out)["sets"]["2-element"]
+    assert st["screened_out"] == 1
+    code, out, err = cli("evidence", m)
+    assert code == 0, err
+    snap = json.loads(out)["scopes"]["screening"]
+    assert snap["sets"]["2-element"]["status"]["screened_out"] == st["screened_out"] == 1
+    assert "Nd" not in snap["palette_for_status"] and "Si" in snap["palette_for_status"]

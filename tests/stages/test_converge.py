@@ -48,6 +48,7 @@ class ModelEngine:
 
 def _run(monkeypatch, tmp_path, engine, **cfg):
     monkeypatch.setattr(conv, "run_engine_task", engine)
+    cfg.setdefault("shear_tol_rel", 1.0)  # the ladder logic on absolute tolerances; the relative one has its own test
     c = ConvergeStage(profile="q", **cfg).model_dump()
     prof = {"kind": "qe", "ecutwfc_ry": 20.0, "ecutrho_ry": 80.0, "kspacing_per_a": 0.25, "kspacing_metal_per_a": 0.15,
             "occupations": "smearing", "degauss_ry": 0.02, "mpi_ranks": 1}
@@ -72,6 +73,20 @@ def test_cutoff_chosen_where_the_next_step_moves_less_than_the_tolerance(monkeyp
     assert ch["kspacing_per_a"] == k_rows[i]["kspacing_per_a"]
     assert ch["metallic"] is True and ch["degauss_ry"] == 0.02  # no smearing bias: the widest width agrees
     assert any(w.startswith("degauss_ry 0.02") for w in out.outputs["why"])
+
+
+def test_shear_tolerance_is_relative_to_the_shear_response_when_that_is_stricter(monkeypatch, tmp_path):
+    # a 3 kbar shear response (fcc Al at 1%): 5% of it (0.15 kbar) is stricter than 0.5 kbar
+    out = _run(monkeypatch, tmp_path, ModelEngine(smear=0.0, kerr=800.0), shear_tol_rel=0.05)
+    assert out.ok, out.message
+    k_rows = [r for r in out.outputs["table"] if r["ladder"] == "kspacing" and r["degauss_ry"] == 0.02]
+    nk = [r["kpoints"][0] for r in k_rows]
+    err = [80 / n**2 for n in nk]  # GPa
+    i = next(j for j in range(len(nk) - 1) if err[j] - err[j + 1] < 0.05 * (0.3 + err[j + 1]))
+    loose = next(j for j in range(len(nk) - 1) if err[j] - err[j + 1] < 0.05)
+    assert i > loose  # the relative tolerance asks for a denser mesh than 0.5 kbar would
+    assert out.outputs["chosen"]["kspacing_per_a"] == k_rows[i]["kspacing_per_a"]
+    assert any("shear 0.1" in w for w in out.outputs["why"])  # the tolerance used is printed
 
 
 def test_smearing_bias_moves_the_choice_to_a_narrower_width(monkeypatch, tmp_path):

@@ -1,0 +1,129 @@
+"""The converge stage on metals with the default profile: is C44 converged?
+
+For fcc Al (Debian's LDA VBC) and ferromagnetic fcc Ni (Debian's PBE RRKJ
+ultrasoft, spin from ``spin: auto``) the converge stage runs with its
+default tolerances on the default qe profile, then C44 is probed at the
+chosen settings and on a mesh twice as dense (half the k-spacing, same
+cutoff and smearing): C44 = (sigma_xy(sheared) - sigma_xy(unstrained)) /
+gamma_xy on the cubic axes (the primitive cells below keep them). Printed:
+the ladder table, the choice and its reasons, both C44 values and their
+ratio, and the wall time of each part.
+
+    .venv/bin/python bench/converge_metals.py [al] [ni] [--json out.json]
+
+Measured figures are in the README (section "Converge stage").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pymatgen.core import Lattice, Structure
+
+from aimmat.engines.qe.inputs import kmesh
+from aimmat.engines.qe.pseudos import resolve_pseudos
+from aimmat.manifest.qe_profile import QeProfile
+from aimmat.manifest.stage_configs import ConvergeStage
+from aimmat.stages.converge import _sheared, run_converge
+from aimmat.stages.relax import run_engine_task
+
+
+def fcc(symbol: str, a: float) -> Structure:
+    """Primitive fcc cell with the cubic axes as Cartesian axes (xy shear probes C44)."""
+    return Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), [symbol], [[0, 0, 0]])
+
+
+METALS = {
+    # name: (structure, pseudo files, profile overrides); a at the functional's equilibrium (no residual pressure)
+    "al": (fcc("Al", 3.98), {"Al": "Al.pz-vbc.UPF"}, {}),
+    "ni": (fcc("Ni", 3.52), {"Ni": "Ni.pbe-nd-rrkjus.UPF"}, {"spin": "auto"}),
+}
+
+
+def default_profile(files: dict, **over) -> dict:
+    """The default qe profile on Debian's family, pseudopotentials resolved as the executor passes them."""
+    prof = QeProfile.model_validate({"kind": "qe", "pseudo": {"family": "debian", "files": files}, **over}).model_dump()
+    prof["pseudo_files"] = {k: str(v) for k, v in resolve_pseudos(prof["pseudo"], list(files)).items()}
+    return prof
+
+
+def probe_c44(structure: Structure, prof: dict, chosen: dict, spacing: float, gamma: float, directory: Path) -> dict:
+    """C44 (GPa) from one unstrained and one sheared static run at the chosen cutoff and smearing, at ``spacing``."""
+    run = {**prof, "ecutwfc_ry": chosen["ecutwfc_ry"], "ecutrho_ry": chosen["ecutrho_ry"], "kpoints": None,
+           "kspacing_per_a": spacing, "occupations": chosen["occupations"], "degauss_ry": chosen["degauss_ry"] or prof["degauss_ry"]}
+    kpts = kmesh(structure, {"kspacing_per_a": spacing})
+    xy = {}
+    t0 = time.perf_counter()
+    for which, cell in (("eq", structure), ("shear", _sheared(structure, gamma))):
+        out = run_engine_task("static", cell, run, directory / which, None, kpts=kpts)
+        if not out.ok:
+            raise SystemExit(f"probe at spacing {spacing} ({which}) failed: {out.failure_code}: {out.message}")
+        xy[which] = out.outputs["stress_gpa"][0][1]
+    return {"kpoints": list(kpts), "kspacing_per_a": spacing, "c44_gpa": (xy["shear"] - xy["eq"]) / gamma,
+            "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def converge_and_check(name: str, directory: Path, **cfg_over) -> dict:
+    """Run the converge stage with default settings on ``name``, then C44 at the choice and at a mesh twice as dense."""
+    structure, files, over = METALS[name]
+    prof = default_profile(files, **over)
+    cfg = ConvergeStage(profile="qe", **cfg_over).model_dump()
+    t0 = time.perf_counter()
+    out = run_converge(structure, cfg, prof, directory / "converge")
+    conv_s = time.perf_counter() - t0
+    res = {"metal": name, "ok": out.ok, "failure": out.failure_code, "message": out.message, "why": out.outputs.get("why"),
+           "table": out.outputs.get("table"), "converge_wall_s": round(conv_s, 1)}
+    if not out.ok:
+        return res
+    ch = out.outputs["chosen"]
+    res["chosen"] = ch
+    at = probe_c44(structure, prof, ch, ch["kspacing_per_a"], cfg["shear_strain"], directory / "probe1")
+    dense = probe_c44(structure, prof, ch, ch["kspacing_per_a"] / 2, cfg["shear_strain"], directory / "probe2")
+    res.update(c44_chosen=at, c44_dense=dense, c44_ratio=at["c44_gpa"] / dense["c44_gpa"])
+    return res
+
+
+def report(res: dict) -> str:
+    lines = [f"== {res['metal']}: converge {'chose' if res['ok'] else 'FAILED'} in {res['converge_wall_s'] / 60:.1f} min"]
+    lines.append(f"{'ladder':9} {'ecut':>5} {'mesh':>12} {'degauss':>7} {'E/atom eV':>13} {'sxy(shear) kbar':>15} {'wall s':>7}")
+    for r in res["table"] or []:
+        lines.append(f"{r['ladder']:9} {r['ecutwfc_ry']:5.0f} {'x'.join(map(str, r['kpoints'])):>12} {r['degauss_ry'] or 0:7.3f} "
+                     f"{r['energy_per_atom_ev']:13.5f} {r['shear_stress_gpa'] * 10:15.3f} {r['wall_s']:7.1f}")
+    lines += [f"why: {w}" for w in res["why"] or []]
+    if not res["ok"]:
+        lines.append(f"{res['failure']}: {res['message']}")
+        return "\n".join(lines)
+    a, d = res["c44_chosen"], res["c44_dense"]
+    lines.append(f"C44 at the choice ({'x'.join(map(str, a['kpoints']))}): {a['c44_gpa']:.2f} GPa; "
+                 f"mesh twice as dense ({'x'.join(map(str, d['kpoints']))}): {d['c44_gpa']:.2f} GPa; "
+                 f"ratio {res['c44_ratio']:.3f} (done when within 0.90-1.10); probes {a['wall_s'] + d['wall_s']:.0f} s")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("metals", nargs="*", default=["al", "ni"], choices=sorted(METALS))
+    ap.add_argument("--json", type=Path, help="write the full results here")
+    ap.add_argument("--keep", type=Path, help="keep the pw.x folders here (default: a temporary folder)")
+    args = ap.parse_args()
+    if shutil.which("pw.x") is None:
+        sys.exit("pw.x not found")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or Path(tmp)
+        for m in args.metals:
+            res = converge_and_check(m, root / m)
+            print(report(res), flush=True)
+            results.append(res)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

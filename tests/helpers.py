@@ -88,3 +88,14 @@ def copy_campaign(src: Path, dest: Path) -> Path:
 
     shutil.copytree(src, dest, symlinks=True)
     return dest
+
+
+def load_bench(name: str):
+    """The module of script ``bench/<name>.py`` (bench/ is not a package)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", root / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

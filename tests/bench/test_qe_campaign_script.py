@@ -5,7 +5,6 @@ apply writes (validated against aimmat's record models)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,16 +12,13 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from aimmat.state.records import CandidateRecord, StageRecord
+from tests.helpers import load_bench
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("qe_campaign_bench", ROOT / "bench" / "qe_campaign.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("qe_campaign")
 
 
 def test_manifest_loads_with_palette_converge_and_generator_sets(bench, tmp_path):

@@ -9,23 +9,17 @@ are in the README."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from tests.engines.qe.conftest import needs_pw
+from tests.helpers import load_bench
 
 pytestmark = [needs_pw, pytest.mark.needs_qe, pytest.mark.slow, pytest.mark.heavy]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("converge_metals_bench", ROOT / "bench" / "converge_metals.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("converge_metals")
 
 
 @pytest.mark.parametrize("metal", ["al", "ni"])

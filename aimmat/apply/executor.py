@@ -38,7 +38,7 @@ from aimmat.plan.actions import Action, Plan, StageAction
 from aimmat.plan.candidate import plan_candidate
 from aimmat.plan.plan import plan
 from aimmat.plan.shortlist import shortlists
-from aimmat.runtime import slots
+from aimmat.runtime import slots, stop
 from aimmat.runtime.gcpause import gc_paused
 from aimmat.state import journal
 from aimmat.state.atomic import write_json_atomic
@@ -160,12 +160,17 @@ def _apply_locked(spec: CampaignSpec, prepared, observed: Observed, jobs: int, t
         gone = [f"warning: {cdir / p.split(' (')[0]}" for p in summary.pruned]  # their warnings are moot now
         summary.warnings = [w for w in summary.warnings if not any(w.startswith((g + " ", g + ":", g + "/")) for g in gone)]
     slots.init(cores or os.cpu_count() or 1)  # before the pool forks: shared by all workers
-    backend = make_backend(jobs, spec)
+    stop.clear()
+    handlers = stop.install()  # Ctrl-C / SIGTERM: running pw.x are ended, none is launched (aimmat.runtime.stop)
     try:
-        _run_passes(res, prepared, backend, max(1, jobs), current, lists, replace, target, summary, Progress(progress),
-                    check)
+        backend = make_backend(jobs, spec)
+        try:
+            _run_passes(res, prepared, backend, max(1, jobs), current, lists, replace, target, summary, Progress(progress),
+                        check)
+        finally:
+            backend.shutdown()
     finally:
-        backend.shutdown()
+        stop.restore(handlers)
     observed = _observe(cdir, rescan)
     with gc_paused():
         final = plan(res, observed, target=target)

@@ -285,8 +285,8 @@ def run(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="aimmat", standalone_mode=False)
     except SystemExit as exc:
         return int(exc.code or 0)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort:  # click's form of a KeyboardInterrupt (Ctrl-C, SIGTERM during apply)
+        click.echo("interrupted; run `aimmat apply` again to resume", err=True)
         return 130
     except click.ClickException as exc:
         exc.show()

@@ -21,11 +21,13 @@ from pathlib import Path
 from aimmat.engines.qe.write import INPUT_NAME
 from aimmat.engines.run_profile import RunProfile
 from aimmat.errors import EnvironmentProblem
-from aimmat.runtime import slots
+from aimmat.runtime import slots, stop
 
 # pw.x stops itself at 0.95 x walltime (max_seconds); the hard kill comes
 # only after this grace, for a pw.x that hangs or ignores its clock.
 HARD_TIMEOUT_GRACE_S = 60.0
+STOP_POLL_S = 0.5  # how often a running pw.x checks for a stop request
+STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL after this long
 
 
 def pw_env() -> dict:
@@ -96,15 +98,40 @@ def command(run: RunProfile) -> list[str]:
 
 
 def _execute(run: RunProfile, directory: Path) -> tuple[int, bool]:
-    """(returncode, timed_out) of pw.x in ``directory``; stdout/stderr to pw.out/pw.err."""
+    """(returncode, timed_out) of pw.x in ``directory``; stdout/stderr to pw.out/pw.err.
+
+    Raises ``stop.StopRequested`` when apply is being stopped (SIGINT/SIGTERM):
+    before the launch, or after ending a running pw.x (SIGTERM to its
+    session, SIGKILL after ``STOP_GRACE_S``)."""
+    if stop.requested():
+        raise stop.StopRequested(f"not launching pw.x in {directory}: stop requested")
+    deadline = time.monotonic() + run.walltime_s + HARD_TIMEOUT_GRACE_S
     with open(directory / "pw.out", "w") as fo, open(directory / "pw.err", "w") as fe:
         proc = subprocess.Popen(command(run), cwd=directory, stdout=fo, stderr=fe, env=pw_env(), start_new_session=True,
                                 preexec_fn=_die_with_parent)
-        try:
-            return proc.wait(timeout=run.walltime_s + HARD_TIMEOUT_GRACE_S), False
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank
-            return proc.wait(), True
+        while True:
+            try:
+                return proc.wait(timeout=max(0.0, min(STOP_POLL_S, deadline - time.monotonic()))), False
+            except subprocess.TimeoutExpired:
+                pass
+            if stop.requested():
+                _end(proc)
+                raise stop.StopRequested(f"pw.x in {directory} stopped: stop requested")
+            if time.monotonic() >= deadline:
+                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank
+                return proc.wait(), True
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """SIGTERM to pw.x's session, SIGKILL if it is still there after STOP_GRACE_S."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        proc.wait()
 
 
 def mem_available_mb() -> float | None:

@@ -3,8 +3,10 @@
 For fcc Al (Debian's LDA VBC) and ferromagnetic fcc Ni (Debian's PBE RRKJ
 ultrasoft, spin from ``spin: auto``) the converge stage runs with its
 default tolerances on the default qe profile, then C44 is probed at the
-chosen settings and on a mesh twice as dense (half the k-spacing, same
-cutoff and smearing): C44 = (sigma_xy(sheared) - sigma_xy(unstrained)) /
+chosen settings and on a mesh twice as dense (twice the k-points: the
+k-spacing divided by 2^(1/3), same cutoff and smearing; twice per direction,
+88^3 for Al, is more than pw.x 6.7's 40,000 k-points for the sheared cell
+after symmetry): C44 = (sigma_xy(sheared) - sigma_xy(unstrained)) /
 gamma_xy on the cubic axes (the primitive cells below keep them). Printed:
 the ladder table, the choice and its reasons, both C44 values and their
 ratio, and the wall time of each part.
@@ -47,6 +49,13 @@ METALS = {
 }
 
 
+DENSER = 2 ** (1 / 3)  # spacing divisor: twice the k-points
+
+
+class ProbeFailed(RuntimeError):
+    """A probe run did not finish (its class and message)."""
+
+
 def default_profile(files: dict, **over) -> dict:
     """The default qe profile on Debian's family, pseudopotentials resolved as the executor passes them."""
     prof = QeProfile.model_validate({"kind": "qe", "pseudo": {"family": "debian", "files": files}, **over}).model_dump()
@@ -65,7 +74,7 @@ def probe_c44(structure: Structure, prof: dict, chosen: dict, spacing: float, ga
         cell = structure if which == "eq" else _sheared(structure, gamma)
         out = run_engine_task("static", cell, run, directory / which, None, kpts=kpts)
         if not out.ok:
-            raise SystemExit(f"probe at spacing {spacing} ({which}) failed: {out.failure_code}: {out.message}")
+            raise ProbeFailed(f"probe at spacing {spacing} ({which}) failed: {out.failure_code}: {out.message}")
         return which, out.outputs["stress_gpa"][0][1]
 
     with ThreadPoolExecutor(max_workers=2) as pool:  # the two cells side by side, as the ladder runs them
@@ -93,7 +102,11 @@ def converge_and_check(name: str, directory: Path, **cfg_over) -> dict:
                and r["degauss_ry"] == ch["degauss_ry"] and r["ecutwfc_ry"] == ch["ecutwfc_ry"])
     at = {"kpoints": row["kpoints"], "kspacing_per_a": row["kspacing_per_a"], "wall_s": 0.0,
           "c44_gpa": (row["shear_stress_gpa"] - row["stress_gpa"][0][1]) / cfg["shear_strain"]}
-    dense = probe_c44(structure, prof, ch, ch["kspacing_per_a"] / 2, cfg["shear_strain"], directory / "dense")
+    try:
+        dense = probe_c44(structure, prof, ch, ch["kspacing_per_a"] / DENSER, cfg["shear_strain"], directory / "dense")
+    except ProbeFailed as exc:
+        res.update(ok=False, failure="probe_failed", message=str(exc))
+        return res
     res.update(c44_chosen=at, c44_dense=dense, c44_ratio=at["c44_gpa"] / dense["c44_gpa"])
     return res
 
@@ -105,6 +118,8 @@ def report(res: dict) -> str:
         lines.append(f"{r['ladder']:9} {r['ecutwfc_ry']:5.0f} {'x'.join(map(str, r['kpoints'])):>12} {r['degauss_ry'] or 0:7.3f} "
                      f"{r['energy_per_atom_ev']:13.5f} {r['shear_stress_gpa'] * 10:15.3f} {r['wall_s']:7.1f}")
     lines += [f"why: {w}" for w in res["why"] or []]
+    if res.get("chosen"):
+        lines.append("chosen: " + ", ".join(f"{k} {v}" for k, v in res["chosen"].items()))
     if not res["ok"]:
         lines.append(f"{res['failure']}: {res['message']}")
         return "\n".join(lines)

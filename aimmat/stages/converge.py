@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from pymatgen.analysis.elasticity.strain import Deformation
 
+from aimmat.elastic.cost import irreducible_kpoints
 from aimmat.engines.qe.inputs import kmesh
 from aimmat.engines.run_profile import RunProfile
 from aimmat.runtime import slots
@@ -31,6 +32,7 @@ from aimmat.stages.base import StageOutcome
 from aimmat.stages.relax import run_engine_task
 
 GPA_PER_KBAR = 0.1
+PW_MAX_KPOINTS = 40000  # pw.x's npk ("Max number of k-points (npk)" in its output), a compile-time limit
 ATTEMPTS_PER_POINT = 3
 
 
@@ -126,20 +128,28 @@ def _deltas(lad: _Ladder, a: dict, b: dict, energy: bool = True) -> str:
                                f" {lad.cfg['energy_tol_mev_per_atom']} meV/atom)")
 
 
-def _spacings(structure, start: float, cfg: dict) -> list[float]:
-    """Spacings from ``start`` down by ``kspacing_factor``, one per distinct mesh."""
+def _spacings(structure, start: float, cfg: dict, sheared=None) -> tuple[list[float], str | None]:
+    """Spacings from ``start`` down by ``kspacing_factor``, one per distinct
+    mesh, and why the list ends early (None: at ``kspacing_min_per_a`` or
+    ``max_steps``): a mesh whose sheared cell has more irreducible k-points
+    than pw.x holds (``npk``, 40,000 in 6.7; pw.x stops with "too many
+    k-points") ends it."""
     out, seen, sp = [], set(), start
     while sp >= cfg["kspacing_min_per_a"] - 1e-12 and len(out) < cfg["max_steps"]:
         mesh = kmesh(structure, {"kspacing_per_a": sp})
         if mesh not in seen:
             seen.add(mesh)
+            if sheared is not None and (n := irreducible_kpoints(sheared, mesh)) > PW_MAX_KPOINTS:
+                return out, f"mesh {list(mesh)} would need {n} k-points for the sheared cell, above pw.x's {PW_MAX_KPOINTS}"
             out.append(round(sp, 6))
         sp *= cfg["kspacing_factor"]
-    return out
+    return out, None
 
 
 def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss) -> tuple[dict | None, str]:
-    spacings = _spacings(lad.structure, start, lad.cfg)
+    spacings, limit = _spacings(lad.structure, start, lad.cfg, lad.sheared)
+    if not spacings:
+        return None, f"k-points: {limit}"
     prev = lad.point("kspacing", ecut, rho, spacings[0], degauss)
     for sp in spacings[1:]:
         row = lad.point("kspacing", ecut, rho, sp, degauss)
@@ -147,7 +157,8 @@ def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss) -> tuple[dict | No
             return prev, (f"kspacing_per_a {prev['kspacing_per_a']} (mesh {prev['kpoints']}"
                           f"{'' if degauss is None else f', degauss {degauss} Ry'}): to mesh {row['kpoints']} " + _deltas(lad, prev, row))
         prev = row
-    return None, f"k-points not converged down to spacing {spacings[-1]} /A (mesh {prev['kpoints']})"
+    return None, (f"k-points not converged down to spacing {spacings[-1]} /A (mesh {prev['kpoints']})"
+                  + (f"; the next {limit}" if limit else ""))
 
 
 def run_converge(structure, cfg: dict, profile: dict | None, directory: Path, previous: StageOutcome | None = None) -> StageOutcome:

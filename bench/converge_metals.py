@@ -24,17 +24,14 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pymatgen.core import Lattice, Structure
 
-from aimmat.engines.qe.inputs import kmesh
 from aimmat.engines.qe.pseudos import resolve_pseudos
 from aimmat.manifest.qe_profile import QeProfile
 from aimmat.manifest.stage_configs import ConvergeStage
-from aimmat.stages.converge import _sheared, run_converge
-from aimmat.stages.relax import run_engine_task
+from aimmat.stages.converge import _Failed, _Ladder, run_converge
 
 
 def fcc(symbol: str, a: float) -> Structure:
@@ -52,10 +49,6 @@ METALS = {
 DENSER = 2 ** (1 / 3)  # spacing divisor: twice the k-points
 
 
-class ProbeFailed(RuntimeError):
-    """A probe run did not finish (its class and message)."""
-
-
 def default_profile(files: dict, **over) -> dict:
     """The default qe profile on Debian's family, pseudopotentials resolved as the executor passes them."""
     prof = QeProfile.model_validate({"kind": "qe", "pseudo": {"family": "debian", "files": files}, **over}).model_dump()
@@ -63,24 +56,9 @@ def default_profile(files: dict, **over) -> dict:
     return prof
 
 
-def probe_c44(structure: Structure, prof: dict, chosen: dict, spacing: float, gamma: float, directory: Path) -> dict:
-    """C44 (GPa) from one unstrained and one sheared static run at the chosen cutoff and smearing, at ``spacing``."""
-    run = {**prof, "ecutwfc_ry": chosen["ecutwfc_ry"], "ecutrho_ry": chosen["ecutrho_ry"], "kpoints": None,
-           "kspacing_per_a": spacing, "occupations": chosen["occupations"], "degauss_ry": chosen["degauss_ry"] or prof["degauss_ry"]}
-    kpts = kmesh(structure, {"kspacing_per_a": spacing})
-    t0 = time.perf_counter()
-
-    def one(which):
-        cell = structure if which == "eq" else _sheared(structure, gamma)
-        out = run_engine_task("static", cell, run, directory / which, None, kpts=kpts)
-        if not out.ok:
-            raise ProbeFailed(f"probe at spacing {spacing} ({which}) failed: {out.failure_code}: {out.message}")
-        return which, out.outputs["stress_gpa"][0][1]
-
-    with ThreadPoolExecutor(max_workers=2) as pool:  # the two cells side by side, as the ladder runs them
-        xy = dict(pool.map(one, ("eq", "shear")))
-    return {"kpoints": list(kpts), "kspacing_per_a": spacing, "c44_gpa": (xy["shear"] - xy["eq"]) / gamma,
-            "wall_s": round(time.perf_counter() - t0, 1)}
+def c44_gpa(row: dict, gamma: float) -> float:
+    """C44 from one ladder point: sheared minus unstrained xy stress over the engineering shear."""
+    return (row["shear_stress_gpa"] - row["stress_gpa"][0][1]) / gamma
 
 
 def converge_and_check(name: str, directory: Path, **cfg_over) -> dict:
@@ -100,14 +78,16 @@ def converge_and_check(name: str, directory: Path, **cfg_over) -> dict:
     # at the choice: the ladder's own point (the same two runs), not a rerun
     row = next(r for r in out.outputs["table"] if r["ladder"] == "kspacing" and r["kspacing_per_a"] == ch["kspacing_per_a"]
                and r["degauss_ry"] == ch["degauss_ry"] and r["ecutwfc_ry"] == ch["ecutwfc_ry"])
-    at = {"kpoints": row["kpoints"], "kspacing_per_a": row["kspacing_per_a"], "wall_s": 0.0,
-          "c44_gpa": (row["shear_stress_gpa"] - row["stress_gpa"][0][1]) / cfg["shear_strain"]}
+    # twice the k-points: one more point computed as the ladder computes its points
     try:
-        dense = probe_c44(structure, prof, ch, ch["kspacing_per_a"] / DENSER, cfg["shear_strain"], directory / "dense")
-    except ProbeFailed as exc:
-        res.update(ok=False, failure="probe_failed", message=str(exc))
+        dense = _Ladder(structure, cfg, prof, directory / "dense").point(
+            "dense", ch["ecutwfc_ry"], ch["ecutrho_ry"], ch["kspacing_per_a"] / DENSER, ch["degauss_ry"])
+    except _Failed as exc:
+        res.update(ok=False, failure="probe_failed", message=f"{exc.where}: {exc.outcome.failure_code}: {exc.outcome.message}")
         return res
-    res.update(c44_chosen=at, c44_dense=dense, c44_ratio=at["c44_gpa"] / dense["c44_gpa"])
+    at, dn = ({"kpoints": r["kpoints"], "kspacing_per_a": r["kspacing_per_a"], "wall_s": r["wall_s"],
+               "c44_gpa": c44_gpa(r, cfg["shear_strain"])} for r in (row, dense))
+    res.update(c44_chosen=at, c44_dense=dn, c44_ratio=at["c44_gpa"] / dn["c44_gpa"])
     return res
 
 
@@ -126,7 +106,7 @@ def report(res: dict) -> str:
     a, d = res["c44_chosen"], res["c44_dense"]
     lines.append(f"C44 at the choice ({'x'.join(map(str, a['kpoints']))}): {a['c44_gpa']:.2f} GPa; "
                  f"mesh twice as dense ({'x'.join(map(str, d['kpoints']))}): {d['c44_gpa']:.2f} GPa; "
-                 f"ratio {res['c44_ratio']:.3f} (done when within 0.90-1.10); dense probe {d['wall_s']:.0f} s")
+                 f"ratio {res['c44_ratio']:.3f} (done when within 0.90-1.10); dense point {d['wall_s']:.0f} s of pw.x")
     return "\n".join(lines)
 
 

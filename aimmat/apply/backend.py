@@ -36,9 +36,6 @@ def _init_worker(threads: int) -> None:
         pass
     if os.getppid() == 1:  # parent already gone before prctl took effect
         os._exit(1)
-    from aimmat.runtime import stop
-
-    stop.install()  # a worker's pw.x threads see Ctrl-C too (the terminal signals the whole group)
     os.environ["AIMMAT_TORCH_THREADS"] = str(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
 

@@ -161,7 +161,9 @@ def _apply_locked(spec: CampaignSpec, prepared, observed: Observed, jobs: int, t
         summary.warnings = [w for w in summary.warnings if not any(w.startswith((g + " ", g + ":", g + "/")) for g in gone)]
     slots.init(cores or os.cpu_count() or 1)  # before the pool forks: shared by all workers
     stop.clear()
-    handlers = stop.install()  # Ctrl-C / SIGTERM: running pw.x are ended, none is launched (aimmat.runtime.stop)
+    # Ctrl-C / SIGTERM: running pw.x are ended, none is launched (aimmat.runtime.stop);
+    # installed before the pool forks, so the workers inherit the handler
+    handlers = stop.install()
     try:
         backend = make_backend(jobs, spec)
         try:

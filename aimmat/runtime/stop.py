@@ -27,10 +27,6 @@ def requested() -> bool:
     return _STOP.is_set()
 
 
-def request() -> None:
-    _STOP.set()
-
-
 def clear() -> None:
     """Forget a request (a new apply in the same process: tests call the CLI in-process)."""
     _STOP.clear()

@@ -58,8 +58,8 @@ def signal_of(returncode: int | None, stderr: str) -> int | None:
     return None
 
 
-def crashed_in_diagonalization(text: str, sig: int | None, stderr: str) -> str | None:
-    """The signal's name when pw.x crashed inside a subspace diagonalization, else None.
+def crashed_in_diagonalization(text: str, sig: int | None, stderr: str) -> tuple[str, str] | None:
+    """(signal name, last output line) when pw.x crashed inside a subspace diagonalization, else None.
 
     A singular overlap matrix (more bands than the basis holds, a collapsing
     cell) makes some BLAS kernels abort in cdiaghg with "S matrix not positive
@@ -73,8 +73,8 @@ def crashed_in_diagonalization(text: str, sig: int | None, stderr: str) -> str |
         name = m.group(1) if m else None
     if name is None:
         return None
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return name if lines and DIAG_PHASE_RE.search(lines[-1]) else None
+    last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "")
+    return (name, last) if DIAG_PHASE_RE.search(last) else None
 
 
 def pressure_limit_kbar(press_conv_thr_kbar: float) -> float:
@@ -124,8 +124,7 @@ def diagnose(out: PwOutput | None, returncode: int | None, calculation: str, tim
         what = (out.error_block if out is not None and out.error_block else None) or (lapack.group(0) if lapack else out.diagonalization_error)
         return "diagonalization_failure", f"diagonalization failed (exit {returncode}): {what}"
     if not timed_out and out is not None and not out.job_done and (crash := crashed_in_diagonalization(text, sig, stderr)):
-        last = [ln.strip() for ln in text.splitlines() if ln.strip()][-1]
-        return "diagonalization_failure", f"pw.x crashed with {crash} in a subspace diagonalization (exit {returncode}; last line: {last!r})"
+        return "diagonalization_failure", f"pw.x crashed with {crash[0]} in a subspace diagonalization (exit {returncode}; last line: {crash[1]!r})"
     if out is not None and out.cell_factor_error:
         return "cell_factor_too_small", out.error_block
     if not timed_out and (sig == 9 or OOM_RE.search(stderr)):

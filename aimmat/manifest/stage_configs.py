@@ -89,6 +89,10 @@ class ConvergeStage(Strict):
     shear_tol_min_kbar: float = bounded(
         0.05, gt=0, le=100, description="Floor of the relative shear tolerance (kbar): pw.x prints stresses to 0.01 kbar, and an "
                                         "under-sampled metal's shear response can be near zero.")
+    ecutwfc_kspacing_per_a: float = bounded(
+        0.5, gt=0, le=5, description="k-spacing of the cutoff ladder (1/A) where it is coarser than the profile's: the cutoff's effect "
+                                     "on stress (basis incompleteness, Pulay stress) does not depend on the Brillouin-zone sampling, "
+                                     "and every point of the ladder shares one mesh; the k ladder then runs at the chosen cutoff.")
     ecutwfc_step_ry: float = bounded(10.0, gt=0, le=200, description="Cutoff ladder step (Ry); ecutrho keeps its ratio to ecutwfc.")
     ecutwfc_start_ry: float = bounded(
         30.0, gt=0, le=1000, description="First cutoff when neither the profile nor the pseudopotential family gives one (Ry).")

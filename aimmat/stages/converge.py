@@ -194,19 +194,20 @@ def run_converge(structure, cfg: dict, profile: dict | None, directory: Path, pr
     smearing = profile.get("occupations", "smearing") == "smearing"
     degauss0 = profile.get("degauss_ry") if smearing else None
     try:
-        # 1. cutoff, at the profile's spacing
+        # 1. cutoff, on a coarse shared mesh (the profile's when coarser)
         sp0 = profile.get("kspacing_per_a") or 0.25
+        sp_cut = max(sp0, cfg.get("ecutwfc_kspacing_per_a") or sp0)
         n = int(math.floor((cfg["ecutwfc_max_ry"] - ecut0) / cfg["ecutwfc_step_ry"] + 1e-9)) + 1
         ecuts = [ecut0 + i * cfg["ecutwfc_step_ry"] for i in range(max(1, n))]  # up to ecutwfc_max_ry
         rho = (lambda e: None if ratio is None else round(e * ratio, 4))
-        prev = lad.point("ecutwfc", ecuts[0], rho(ecuts[0]), sp0, degauss0)
+        prev = lad.point("ecutwfc", ecuts[0], rho(ecuts[0]), sp_cut, degauss0)
         metallic = bool(prev["metallic"]) if smearing else False
         ecut = None
         for e in ecuts[1:]:
-            row = lad.point("ecutwfc", e, rho(e), sp0, degauss0)
+            row = lad.point("ecutwfc", e, rho(e), sp_cut, degauss0)
             if not lad.moved(prev, row):
                 ecut = prev["ecutwfc_ry"]
-                why.append(f"ecutwfc_ry {ecut}: to {e} Ry " + _deltas(lad, prev, row))
+                why.append(f"ecutwfc_ry {ecut}: to {e} Ry on mesh {prev['kpoints']} " + _deltas(lad, prev, row))
                 break
             prev = row
         if ecut is None:

@@ -109,9 +109,33 @@ def test_insulator_uses_one_width_and_no_metal_spacing(monkeypatch, tmp_path):
     assert out.ok and out.outputs["chosen"]["metallic"] is False
     assert {c[2] for c in eng.calls} == {0.02}
     k_rows = [r for r in out.outputs["table"] if r["ladder"] == "kspacing"]
-    # the ladder starts at the insulator spacing (that point is the cutoff ladder's, reused), not the metal one
-    assert k_rows[0]["kspacing_per_a"] == pytest.approx(0.25 * 0.75)
+    # the ladder starts at the insulator spacing, not the metal one
+    assert k_rows[0]["kspacing_per_a"] == pytest.approx(0.25)
     assert 0.15 not in {r["kspacing_per_a"] for r in out.outputs["table"]}
+
+
+def test_cutoff_ladder_runs_on_one_coarse_mesh(monkeypatch, tmp_path):
+    """The cutoff ladder shares the coarser of ecutwfc_kspacing_per_a and the
+    profile's spacing (every point one mesh, so the k error cancels in the
+    differences); the k ladder then starts from the profile's spacing at the
+    chosen cutoff. Measured with pw.x (fcc Al and Si, LDA VBC, 20-60 Ry):
+    the stress and energy differences at 0.5/A and 0.25/A agree within
+    0.06 kbar and 0.2 meV/atom."""
+    eng = ModelEngine(metallic=False)
+    out = _run(monkeypatch, tmp_path, eng)
+    assert out.ok, out.message
+    cut = [r for r in out.outputs["table"] if r["ladder"] == "ecutwfc"]
+    coarse = conv.kmesh(_al(), {"kspacing_per_a": 0.5})
+    assert len(cut) >= 2 and {tuple(r["kpoints"]) for r in cut} == {coarse}
+    assert coarse[0] < conv.kmesh(_al(), {"kspacing_per_a": 0.25})[0]
+    assert f"on mesh {list(coarse)}" in out.outputs["why"][0]
+    k_rows = [r for r in out.outputs["table"] if r["ladder"] == "kspacing"]
+    assert all(r["ecutwfc_ry"] == out.outputs["chosen"]["ecutwfc_ry"] for r in k_rows)
+    # a profile spacing coarser than the option is kept for the cutoff ladder
+    eng2 = ModelEngine(metallic=False)
+    out2 = _run(monkeypatch, tmp_path / "b", eng2, ecutwfc_kspacing_per_a=0.1)
+    cut2 = [r for r in out2.outputs["table"] if r["ladder"] == "ecutwfc"]
+    assert {tuple(r["kpoints"]) for r in cut2} == {conv.kmesh(_al(), {"kspacing_per_a": 0.25})}
 
 
 def test_a_failed_point_retries_with_the_remedy_then_fails_the_stage(monkeypatch, tmp_path):

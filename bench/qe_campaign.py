@@ -5,14 +5,18 @@ generator sets (2 and 3 elements) sampled from the committed checkpoint
 ``manifests/checkpoints/aimmat-small.pt`` (sha256 computed here), --count
 candidates each, ranked by the predicted tensor with a shortlist of --top-k
 per set; ``campaign.palette`` restricted to light elements whose Debian
-pseudopotentials exist for one functional (default LDA: Al B C Mg O Si, all
-norm-conserving except O); a screen with a CHGNet pre-relaxation (only the
+pseudopotentials exist for one functional (default LDA: Al As B Mg Si, all
+norm-conserving; Debian's ultrasoft O at 8x ecutrho made one oxide's cutoff
+ladder alone outlast the hour); a screen with a CHGNet pre-relaxation (only the
 checks see the pre-relaxed cell; --no-prerelax for the plain screen); then
 the QE chain converge -> relax -> scf -> elastic with the default ``kind: qe``
 profile physics (no preset unless --preset; Debian family, the functional
-above), default elastic magnitudes and retry policy. The only resource cap
-is ``walltime_s`` per pw.x run (default 900 s), so that a pathological
-candidate ends as out_of_walltime instead of hanging the benchmark.
+above), default elastic magnitudes and retry policy. Two resource caps:
+``walltime_s`` per pw.x run (default 900 s), so that a pathological
+candidate ends as out_of_walltime instead of hanging the benchmark, and the
+converge stage's ``max_kpoints`` (default 3000 irreducible k-points of the
+sheared probe), so that a metal whose shear stress needs a denser mesh ends
+not_converged_settings instead of running for hours (fcc Al needs 44^3).
 
 It runs ``aimmat apply --jobs 2`` as a subprocess, times it, and reads the
 campaign's records (``<set>/<cand>/candidate.json`` and
@@ -29,8 +33,8 @@ with its class. ``aimmat status --json`` is saved beside the manifest and its
 elasticready, screened_out and not_converged_settings totals cross-checked.
 
     .venv/bin/python bench/qe_campaign.py [--count 4] [--top-k 1] [--full] [--workdir DIR]
-        [--functional lda] [--palette Al,B,C,Mg,O,Si] [--preset balanced] [--walltime-s 900]
-        [--jobs 2] [--no-prerelax] [--apply-timeout-s S] [--summarize-only] [--json]
+        [--functional lda] [--palette Al,As,B,Mg,Si] [--preset balanced] [--walltime-s 900]
+        [--max-kpoints 3000] [--jobs 2] [--no-prerelax] [--apply-timeout-s S] [--summarize-only] [--json]
 
 Default (4 candidates per set, top 1 per set) is sized for about an
 hour on 2 cores (a 2-atom oxide's cutoff ladder alone took ~15 min on a
@@ -61,7 +65,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "manifests" / "checkpoints" / "aimmat-small.pt"
 DEBIAN_PSEUDO = Path("/usr/share/espresso/pseudo")
-DEFAULT_PALETTE = ("Al", "B", "C", "Mg", "O", "Si")
+DEFAULT_PALETTE = ("Al", "As", "B", "Mg", "Si")  # Debian LDA, all norm-conserving (its O is ultrasoft, ecutrho 8x)
+DEFAULT_MAX_KPOINTS = 3000
 CHAIN = ("screen", "converge", "relax", "scf", "elastic")
 ENGINE_STAGES = ("converge", "relax", "scf", "elastic")
 RANK_WEIGHTS = {"log10_k_vrh": 1.0, "log10_g_vrh": 1.0, "uncertainty": -2.0}
@@ -83,7 +88,7 @@ def sha256_file(path: Path) -> str:
 
 def build_manifest(*, count: int = 4, top_k: int = 1, palette=DEFAULT_PALETTE, functional: str = "lda",
                    preset: str | None = None, walltime_s: float = 900.0, prerelax: bool = True,
-                   checkpoint: Path = CHECKPOINT, name: str = CAMPAIGN) -> dict:
+                   max_kpoints: int = DEFAULT_MAX_KPOINTS, checkpoint: Path = CHECKPOINT, name: str = CAMPAIGN) -> dict:
     """The benchmark manifest as a dict (write it with ``write_manifest``)."""
     qe = {"kind": "qe", "pseudo": {"family": "debian", "functional": functional}, "walltime_s": float(walltime_s)}
     if preset:
@@ -107,7 +112,7 @@ def build_manifest(*, count: int = 4, top_k: int = 1, palette=DEFAULT_PALETTE, f
         ],
         "stages": {
             "screen": screen,
-            "converge": {"profile": "qe"},
+            "converge": {"profile": "qe", "max_kpoints": int(max_kpoints)},
             "relax": {"profile": "qe"},
             "scf": {"profile": "qe"},
             "elastic": {"profile": "qe"},  # default magnitudes and strain set
@@ -496,6 +501,9 @@ def main(argv=None) -> int:
     ap.add_argument("--palette", default=",".join(DEFAULT_PALETTE), help="comma-separated elements")
     ap.add_argument("--preset", choices=["fast", "balanced", "stringent"], help="QE preset (default: none, profile defaults)")
     ap.add_argument("--walltime-s", type=float, default=900.0, help="walltime_s per pw.x run (default 900)")
+    ap.add_argument("--max-kpoints", type=int, default=DEFAULT_MAX_KPOINTS,
+                    help=f"converge stage's max_kpoints: the k ladder ends (not_converged_settings) before a mesh whose sheared "
+                         f"probe has more irreducible k-points (default {DEFAULT_MAX_KPOINTS}; 40000 is pw.x's own limit)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-prerelax", action="store_true", help="plain screen, no CHGNet pre-relaxation")
     ap.add_argument("--apply-timeout-s", type=float, help="stop apply after this long (SIGINT to its group) and summarize")
@@ -528,7 +536,8 @@ def main(argv=None) -> int:
             except ImportError:
                 pass
         manifest = build_manifest(count=a.count, top_k=a.top_k, palette=palette, functional=a.functional,
-                                  preset=a.preset, walltime_s=a.walltime_s, prerelax=not a.no_prerelax)
+                                  preset=a.preset, walltime_s=a.walltime_s, prerelax=not a.no_prerelax,
+                                  max_kpoints=a.max_kpoints)
         mpath = write_manifest(workdir, manifest)
     head["manifest"] = str(mpath)
     if not a.summarize_only:

@@ -104,3 +104,7 @@ class ConvergeStage(Strict):
         description="Smearing widths tried for metals (Ry, each in (0, 1]), widest first: the first whose converged result "
                     "agrees with the next one's within the tolerances is chosen (empty: the profile's degauss_ry only).")
     max_steps: int = bounded(8, ge=2, le=30, description="Ladder steps per ladder at most.")
+    max_kpoints: int = bounded(
+        40000, ge=1, le=40000, description="Most irreducible k-points of the sheared probe cell per k-ladder point: a denser mesh "
+                                           "ends the ladder (not_converged_settings, naming the mesh). 40,000 is pw.x's npk; lower "
+                                           "it to cap what one candidate may cost.")

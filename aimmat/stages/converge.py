@@ -133,14 +133,16 @@ def _spacings(structure, start: float, cfg: dict, sheared=None) -> tuple[list[fl
     mesh, and why the list ends early (None: at ``kspacing_min_per_a`` or
     ``max_steps``): a mesh whose sheared cell has more irreducible k-points
     than pw.x holds (``npk``, 40,000 in 6.7; pw.x stops with "too many
-    k-points") ends it."""
+    k-points") or than the manifest's ``max_kpoints`` ends it."""
     out, seen, sp = [], set(), start
+    cap = min(PW_MAX_KPOINTS, int(cfg.get("max_kpoints") or PW_MAX_KPOINTS))
+    whose = f"pw.x's {PW_MAX_KPOINTS}" if cap == PW_MAX_KPOINTS else f"max_kpoints {cap}"
     while sp >= cfg["kspacing_min_per_a"] - 1e-12 and len(out) < cfg["max_steps"]:
         mesh = kmesh(structure, {"kspacing_per_a": sp})
         if mesh not in seen:
             seen.add(mesh)
-            if sheared is not None and (n := irreducible_kpoints(sheared, mesh)) > PW_MAX_KPOINTS:
-                return out, f"mesh {list(mesh)} would need {n} k-points for the sheared cell, above pw.x's {PW_MAX_KPOINTS}"
+            if sheared is not None and (n := irreducible_kpoints(sheared, mesh)) > cap:
+                return out, f"mesh {list(mesh)} would need {n} k-points for the sheared cell, above {whose}"
             out.append(round(sp, 6))
         sp *= cfg["kspacing_factor"]
     return out, None

@@ -31,6 +31,8 @@ def test_manifest_loads_with_palette_converge_and_generator_sets(bench, tmp_path
     assert man.campaign.palette == ["Al", "Mg", "Si"]
     assert man.stages.enabled() == ["screen", "converge", "relax", "scf", "elastic"]
     assert man.stages.converge.profile == "qe" and man.stages.elastic.profile == "qe"
+    assert man.stages.converge.max_kpoints == bench.DEFAULT_MAX_KPOINTS < 40000  # the stated resource cap reaches the stage
+    assert man.stages.converge.stress_tol_kbar == 0.5  # tolerances stay the defaults
     assert man.stages.elastic.magnitudes == [-0.01, -0.005, 0.005, 0.01]  # defaults, not shrunk
     prof = man.profiles["qe"]
     assert prof.kind == "qe" and prof.pseudo.family == "debian" and prof.pseudo.functional == "lda"

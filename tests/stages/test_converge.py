@@ -157,3 +157,21 @@ def test_k_ladder_stops_before_a_mesh_pw_cannot_hold():
     meshes = [conv.kmesh(al, {"kspacing_per_a": sp})[0] for sp in spacings]
     assert meshes[-1] == 58 and why is not None and "above pw.x's 40000" in why
     assert conv._spacings(al, 0.15, cfg)[1] is None  # without the sheared cell: no limit applied
+
+
+def test_k_ladder_stops_at_the_manifests_kpoint_cap():
+    """max_kpoints below npk caps what one candidate may cost: the same fcc Al
+    ladder ends at the last mesh whose sheared cell stays within the cap, and
+    the reason names the cap, not pw.x."""
+    a = 3.98
+    al = Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), ["Al"], [[0, 0, 0]])
+    sheared = conv._sheared(al, 0.01)
+    cfg = ConvergeStage(profile="q", kspacing_min_per_a=0.01, max_steps=30, max_kpoints=3000).model_dump()
+    spacings, why = conv._spacings(al, 0.15, cfg, sheared)
+    last = conv.kmesh(al, {"kspacing_per_a": spacings[-1]})
+    assert conv.irreducible_kpoints(sheared, last) <= 3000
+    assert why is not None and "above max_kpoints 3000" in why and "pw.x" not in why
+    n_next = int(why.split("would need ")[1].split()[0])
+    assert n_next > 3000
+    full, _ = conv._spacings(al, 0.15, ConvergeStage(profile="q", kspacing_min_per_a=0.01, max_steps=30).model_dump(), sheared)
+    assert len(full) > len(spacings) and full[: len(spacings)] == spacings

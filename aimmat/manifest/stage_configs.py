@@ -69,9 +69,11 @@ class ElasticStage(Strict):
 class ConvergeStage(Strict):
     """Converged settings per candidate, judged on what elastic constants need.
 
-    On the relaxed cell: a cutoff ladder, then a k-spacing ladder (for metals
-    at each smearing width of ``degauss_ladder_ry``), each step computing the
-    unstrained cell and one sheared cell (engineering shear ``shear_strain``).
+    On the imported cell: a cutoff ladder on one coarse mesh; then, on that
+    cell vc-relaxed at the chosen cutoff (``probe_relax``), a k-spacing ladder
+    (for metals at each smearing width of ``degauss_ladder_ry``), each step
+    computing the unstrained cell and one sheared cell (engineering shear
+    ``shear_strain``).
     A step is converged when the energy per atom, every stress component of
     the unstrained cell and the shear stress of the sheared cell move by less
     than the tolerances to the next step. SCF and elastic then run with the
@@ -93,6 +95,11 @@ class ConvergeStage(Strict):
         0.5, gt=0, le=5, description="k-spacing of the cutoff ladder (1/A) where it is coarser than the profile's: the cutoff's effect "
                                      "on stress (basis incompleteness, Pulay stress) does not depend on the Brillouin-zone sampling, "
                                      "and every point of the ladder shares one mesh; the k ladder then runs at the chosen cutoff.")
+    probe_relax: bool = Field(
+        True, description="Before the k and smearing ladders, vc-relax the cell at the chosen cutoff on the cutoff ladder's mesh, "
+                          "and run those ladders on it: a generated cell is typically 10-200 kbar from equilibrium, where the "
+                          "1% shear probe's response mixes in the residual stress (one generated metal's probe answered 1 kbar "
+                          "to 1% under a 31 kbar residual shear) and says little about the C44 the elastic stage will fit.")
     ecutwfc_step_ry: float = bounded(10.0, gt=0, le=200, description="Cutoff ladder step (Ry); ecutrho keeps its ratio to ecutwfc.")
     ecutwfc_start_ry: float = bounded(
         30.0, gt=0, le=1000, description="First cutoff when neither the profile nor the pseudopotential family gives one (Ry).")

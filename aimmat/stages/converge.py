@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from pymatgen.analysis.elasticity.strain import Deformation
+from pymatgen.core import Structure
 
 from aimmat.elastic.cost import irreducible_kpoints
 from aimmat.engines.qe.inputs import kmesh
@@ -52,15 +53,21 @@ class _Ladder:
     """Runs and remembers ladder points (one folder per point)."""
 
     def __init__(self, structure, cfg: dict, profile: dict, directory: Path):
-        self.structure, self.cfg, self.profile, self.dir = structure, cfg, profile, directory
-        self.sheared = _sheared(structure, cfg["shear_strain"])
+        self.cfg, self.profile, self.dir = cfg, profile, directory
         self.rows: list[dict] = []
         self._cache: dict[tuple, dict] = {}
+        self.cell = 0  # which probe cell the points are on: 0 the imported one, 1 the relaxed one
+        self.probe: dict | None = None  # the probe relaxation's facts (record)
+        self.set_cell(structure, 0)
         self.width = max(1, min(2, slots.total() // RunProfile.from_profile(profile).ranks))
+
+    def set_cell(self, structure, which: int) -> None:
+        self.structure, self.cell = structure, which
+        self.sheared = _sheared(structure, self.cfg["shear_strain"])
 
     def point(self, ladder: str, ecut: float, rho: float | None, spacing: float, degauss: float | None) -> dict:
         kpts = kmesh(self.structure, {"kspacing_per_a": spacing})
-        ident = (round(ecut, 6), None if rho is None else round(rho, 6), kpts, degauss)
+        ident = (self.cell, round(ecut, 6), None if rho is None else round(rho, 6), kpts, degauss)
         if ident in self._cache:
             return self._cache[ident]
         prof = {**self.profile, "ecutwfc_ry": ecut, "ecutrho_ry": rho, "kpoints": None, "kspacing_per_a": spacing}
@@ -85,7 +92,7 @@ class _Ladder:
                 raise _Failed(out, f"{ladder} ladder at ecutwfc {ecut} Ry, k {list(kpts)}, {which}")
         row = {
             "ladder": ladder, "ecutwfc_ry": ecut, "ecutrho_ry": rho, "kspacing_per_a": spacing, "kpoints": list(kpts),
-            "degauss_ry": degauss, "energy_per_atom_ev": eq.outputs["energy_per_atom_ev"],
+            "degauss_ry": degauss, "cell": "relaxed" if self.cell else "imported", "energy_per_atom_ev": eq.outputs["energy_per_atom_ev"],
             "stress_gpa": eq.outputs["stress_gpa"], "shear_stress_gpa": sh.outputs["stress_gpa"][0][1],
             "metallic": eq.outputs.get("engine", {}).get("metallic"),
             "wall_s": round(sum(o.outputs.get("engine", {}).get("pw_wall_s") or 0.0 for o in (eq, sh)), 2),
@@ -146,6 +153,37 @@ def _spacings(structure, start: float, cfg: dict, sheared=None) -> tuple[list[fl
             out.append(round(sp, 6))
         sp *= cfg["kspacing_factor"]
     return out, None
+
+
+def _probe_relax(lad: _Ladder, ecut, rho, spacing: float, degauss) -> tuple[dict, str]:
+    """vc-relax the probe cell at the chosen cutoff on the cutoff ladder's mesh
+    and move the ladder onto it (the k and smearing ladders then judge a cell
+    near the equilibrium the elastic stage fits around). A relaxation that
+    fails or is unphysical leaves the imported cell as the probe, said in the
+    record: the relax stage meets the same cell with converged settings and
+    classifies its failure there."""
+    prof = {**lad.profile, "ecutwfc_ry": ecut, "ecutrho_ry": rho, "kpoints": None, "kspacing_per_a": spacing}
+    if degauss is not None:
+        prof.update(occupations="smearing", degauss_ry=degauss)
+    kpts = kmesh(lad.structure, {"kspacing_per_a": spacing})
+    prev = out = None
+    for attempt in range(1, ATTEMPTS_PER_POINT + 1):
+        out = run_engine_task("relax", lad.structure, prof, lad.dir / "probe-relax" / f"a{attempt}", prev, kpts=kpts)
+        if out.ok or not out.retryable:
+            break
+        prev = out
+    v0 = lad.structure.volume
+    if not out.ok or not out.outputs.get("structure"):
+        facts = {"ok": False, "failure_code": out.failure_code, "message": out.message, "kpoints": list(kpts)}
+        return facts, (f"probe cell: vc-relax at {ecut} Ry on mesh {list(kpts)} failed ({out.failure_code}); "
+                       "the k ladder runs on the imported cell")
+    st = out.outputs["structure"]
+    relaxed = st if hasattr(st, "lattice") else Structure.from_dict(st)
+    facts = {"ok": True, "kpoints": list(kpts), "volume_change": round(relaxed.volume / v0 - 1, 5),
+             "pressure_gpa": out.outputs.get("pressure_gpa"), "structure": relaxed.as_dict()}
+    lad.set_cell(relaxed, 1)
+    return facts, (f"probe cell: vc-relaxed at {ecut} Ry on mesh {list(kpts)}, volume {100 * facts['volume_change']:+.2f}%; "
+                   "the k ladder runs on it")
 
 
 def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss) -> tuple[dict | None, str]:
@@ -214,6 +252,10 @@ def run_converge(structure, cfg: dict, profile: dict | None, directory: Path, pr
             prev = row
         if ecut is None:
             return _not_converged(lad, why, f"cutoff not converged up to {ecuts[-1]} Ry (ecutwfc_max_ry {cfg['ecutwfc_max_ry']})")
+        if cfg.get("probe_relax", True):
+            probe, line = _probe_relax(lad, ecut, rho(ecut), sp_cut, degauss0)
+            why.append(line)
+            lad.probe = probe
         # 2. k-spacing (metals: from the metal spacing), 3. smearing for metals
         start = profile.get("kspacing_metal_per_a") if metallic and profile.get("kspacing_metal_per_a") else sp0
         ladder = [d for d in cfg["degauss_ladder_ry"]] if metallic and cfg["degauss_ladder_ry"] else [degauss0]
@@ -236,7 +278,7 @@ def run_converge(structure, cfg: dict, profile: dict | None, directory: Path, pr
         return _chosen(lad, why, results[-1][1], metallic)
     except _Failed as exc:
         o = exc.outcome
-        return StageOutcome(ok=False, outputs={"table": lad.rows, "why": why, "converged": False},
+        return StageOutcome(ok=False, outputs={"table": lad.rows, "why": why, "converged": False, "probe": lad.probe},
                             failure_code=o.failure_code, message=f"{exc.where}: {o.message}", output_present=bool(lad.rows),
                             retryable=False)
 
@@ -245,13 +287,13 @@ def _chosen(lad: _Ladder, why: list[str], row: dict, metallic: bool) -> StageOut
     chosen = {"ecutwfc_ry": row["ecutwfc_ry"], "ecutrho_ry": row["ecutrho_ry"], "kspacing_per_a": row["kspacing_per_a"],
               "occupations": "smearing" if row["degauss_ry"] is not None else "fixed", "degauss_ry": row["degauss_ry"],
               "metallic": metallic}
-    return StageOutcome(ok=True, outputs={"chosen": chosen, "why": why, "table": lad.rows, "converged": True,
+    return StageOutcome(ok=True, outputs={"chosen": chosen, "why": why, "table": lad.rows, "converged": True, "probe": lad.probe,
                                           "n_points": len(lad.rows), "wall_s": round(sum(r["wall_s"] for r in lad.rows), 2)},
                         output_present=True)
 
 
 def _not_converged(lad: _Ladder, why: list[str], message: str) -> StageOutcome:
-    return StageOutcome(ok=False, outputs={"table": lad.rows, "why": why, "converged": False},
+    return StageOutcome(ok=False, outputs={"table": lad.rows, "why": why, "converged": False, "probe": lad.probe},
                         failure_code="not_converged_settings", message=message, output_present=True, retryable=False)
 
 

@@ -25,16 +25,25 @@ class ModelEngine:
 
     def __init__(self, metallic=True, pulay=2e5, kerr=80.0, smear=0.0, fail_at=None):
         self.metallic, self.pulay, self.kerr, self.smear, self.fail_at = metallic, pulay, kerr, smear, fail_at
-        self.calls = []
+        self.calls, self.relaxes, self.cells, self.relax_fails = [], [], [], False
 
     def __call__(self, task, structure, profile, directory, previous, kpts=None):
         ecut, nk, d = profile["ecutwfc_ry"], kpts[0], profile.get("degauss_ry") or 0.0
+        if task == "relax":  # the probe relaxation: a 2% larger cell, the same shape
+            self.relaxes.append((ecut, tuple(kpts), d, structure.volume))
+            if self.relax_fails:
+                return StageOutcome(ok=False, failure_code="ionic_not_converged", message="bfgs", retryable=False)
+            relaxed = structure.copy()
+            relaxed.scale_lattice(structure.volume * 1.02)
+            return StageOutcome(ok=True, output_present=True, outputs={
+                "structure": relaxed.as_dict(), "pressure_gpa": 0.0, "engine": {"metallic": self.metallic}})
         self.calls.append((ecut, tuple(kpts), d, previous is not None))
+        self.cells.append(round(structure.volume, 6))
         if self.fail_at is not None and ecut >= self.fail_at:
             return StageOutcome(ok=False, failure_code="electronic_not_converged", message="x", retryable=previous is None,
                                 outputs={"next_overrides": {"mixing_beta": 0.3}})
-        sheared = abs(structure.lattice.matrix[0, 1] - structure.lattice.matrix[1, 0]) > 1e-9 or \
-            not np.allclose(structure.lattice.matrix, _al().lattice.matrix)
+        m = structure.lattice.matrix
+        sheared = not np.allclose(m, m[0, 1] / 2.0 * _al().lattice.matrix)  # not a scaled copy of the fcc cell
         p = -1.0 + self.pulay / ecut**3 * 0.1  # GPa
         k = self.kerr / nk**2 * 0.1
         s = self.smear * d * d
@@ -175,3 +184,41 @@ def test_k_ladder_stops_at_the_manifests_kpoint_cap():
     assert n_next > 3000
     full, _ = conv._spacings(al, 0.15, ConvergeStage(profile="q", kspacing_min_per_a=0.01, max_steps=30).model_dump(), sheared)
     assert len(full) > len(spacings) and full[: len(spacings)] == spacings
+
+
+def test_k_ladder_runs_on_the_probe_cell_relaxed_at_the_chosen_cutoff(monkeypatch, tmp_path):
+    """A generated cell is far from equilibrium: after the cutoff ladder (on
+    the imported cell) one vc-relax at the chosen cutoff on the cutoff
+    ladder's mesh, and every k-ladder point is on the relaxed cell; the
+    record keeps the relaxation's volume change and a why line."""
+    eng = ModelEngine(metallic=True)
+    out = _run(monkeypatch, tmp_path, eng)
+    assert out.ok, out.message
+    ch, table = out.outputs["chosen"], out.outputs["table"]
+    assert len(eng.relaxes) == 1
+    ecut, kpts, _, v_in = eng.relaxes[0]
+    assert ecut == ch["ecutwfc_ry"] and kpts == conv.kmesh(_al(), {"kspacing_per_a": 0.5})
+    assert v_in == pytest.approx(_al().volume)
+    assert {r["cell"] for r in table if r["ladder"] == "ecutwfc"} == {"imported"}
+    assert {r["cell"] for r in table if r["ladder"] == "kspacing"} == {"relaxed"}
+    n_cut = sum(r["ladder"] == "ecutwfc" for r in table)
+    # the unstrained runs of the k ladder saw the relaxed volume (each point: eq and shear, in either order)
+    assert _al().volume * 1.02 == pytest.approx(max(eng.cells[2 * n_cut:]), rel=1e-6)
+    assert max(eng.cells[: 2 * n_cut]) == pytest.approx(_al().volume, rel=1e-6)
+    probe = out.outputs["probe"]
+    assert probe["ok"] and probe["volume_change"] == pytest.approx(0.02, abs=1e-4)
+    assert any(w.startswith("probe cell: vc-relaxed") and "+2.00%" in w for w in out.outputs["why"])
+    # off: no relaxation, the k ladder on the imported cell
+    eng2 = ModelEngine(metallic=True)
+    out2 = _run(monkeypatch, tmp_path / "off", eng2, probe_relax=False)
+    assert out2.ok and not eng2.relaxes and {r["cell"] for r in out2.outputs["table"]} == {"imported"}
+
+
+def test_a_failed_probe_relaxation_leaves_the_imported_cell_and_says_so(monkeypatch, tmp_path):
+    eng = ModelEngine(metallic=False)
+    eng.relax_fails = True
+    out = _run(monkeypatch, tmp_path, eng)
+    assert out.ok, out.message
+    assert {r["cell"] for r in out.outputs["table"]} == {"imported"}
+    assert out.outputs["probe"]["ok"] is False and out.outputs["probe"]["failure_code"] == "ionic_not_converged"
+    assert any("failed (ionic_not_converged)" in w for w in out.outputs["why"])

@@ -40,6 +40,10 @@ def test_converge_feeds_relax_and_scf(tmp_path, cli):
     assert abs(a["shear_stress_gpa"] - b["shear_stress_gpa"]) * 10 < 3.0
     assert abs(a["energy_per_atom_ev"] - b["energy_per_atom_ev"]) * 1000 < 20.0
     assert any(w.startswith(f"ecutwfc_ry {ch['ecutwfc_ry']}") for w in o["why"])
+    # the k ladder ran on the cell vc-relaxed by pw.x at the chosen cutoff
+    assert o["probe"]["ok"] and {r["cell"] for r in o["table"] if r["ladder"] == "kspacing"} == {"relaxed"}
+    relax_in = next((tmp_path / "camp/q/1-element/Si/converge").rglob("probe-relax/a1/**/pw.in")).read_text()
+    assert "vc-relax" in relax_in and float(re.search(r"ecutwfc\s*=\s*([\d.]+)", relax_in).group(1)) == ch["ecutwfc_ry"]
     # relax and SCF ran with the chosen settings: in their keys and in the pw.x input
     for stage in ("relax", "scf"):
         rec = _rec(tmp_path, f"1-element/Si/{stage}")

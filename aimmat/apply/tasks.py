@@ -29,6 +29,12 @@ def make_task(res: Resolved, a: StageAction, cobs, prepared) -> StageTask:
         up = cobs.stages[source].result()
         structure, metallic = up.structure, cobs.summaries[source].metallic
     settings = cobs.stages[recipe.settings_from].result().chosen if recipe.settings_from else None
+    if source == "import" and settings and settings.get("start_structure_sha256"):
+        # converge vc-relaxed the imported cell at the chosen cutoff (its probe cell): relax
+        # starts there instead of redoing the same steps from the generated cell
+        probe = cobs.stages[recipe.settings_from].result().probe or {}
+        if probe.get("ok") and probe.get("structure"):
+            structure = probe["structure"]
     profile = recipe.task_profile(csum.species, metallic, res.retry_policy, settings)
     return StageTask(**base, run=recipe.stage.run, structure=structure, stage_cfg=recipe.run_config(),
                      profile=profile, max_attempts=res.max_attempts)

@@ -130,7 +130,8 @@ def settings_reasons(cobs, stage: str) -> list[str]:
     """``chose ecutwfc_ry 40, kspacing_per_a 0.11, degauss_ry 0.02`` and the ladder lines that justify it."""
     res = cobs.stages[stage].result()
     chosen = res.chosen or {}
-    shown = ", ".join(f"{k} {v}" for k, v in chosen.items() if k not in ("occupations", "metallic") and v is not None)
+    shown = ", ".join(f"{k} {v}" for k, v in chosen.items()
+                      if k not in ("occupations", "metallic", "start_structure_sha256") and v is not None)
     return [f"chose {shown}" + (" (metal)" if chosen.get("metallic") else "")] + [f"because {w}" for w in res.why]
 
 

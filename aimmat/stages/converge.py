@@ -28,6 +28,7 @@ from pymatgen.core import Structure
 from aimmat.elastic.cost import irreducible_kpoints
 from aimmat.engines.qe.inputs import kmesh
 from aimmat.engines.run_profile import RunProfile
+from aimmat.identity import structure_sha256
 from aimmat.runtime import slots
 from aimmat.stages.base import StageOutcome
 from aimmat.stages.relax import run_engine_task
@@ -287,6 +288,10 @@ def _chosen(lad: _Ladder, why: list[str], row: dict, metallic: bool) -> StageOut
     chosen = {"ecutwfc_ry": row["ecutwfc_ry"], "ecutrho_ry": row["ecutrho_ry"], "kspacing_per_a": row["kspacing_per_a"],
               "occupations": "smearing" if row["degauss_ry"] is not None else "fixed", "degauss_ry": row["degauss_ry"],
               "metallic": metallic}
+    if lad.probe and lad.probe.get("ok"):
+        # the relax stage starts from the probe cell (relaxed at the chosen cutoff): in the
+        # chosen settings, so it enters the keys of the stages that run with them
+        chosen["start_structure_sha256"] = structure_sha256(lad.structure)
     return StageOutcome(ok=True, outputs={"chosen": chosen, "why": why, "table": lad.rows, "converged": True, "probe": lad.probe,
                                           "n_points": len(lad.rows), "wall_s": round(sum(r["wall_s"] for r in lad.rows), 2)},
                         output_present=True)

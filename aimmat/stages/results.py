@@ -85,3 +85,4 @@ class ConvergeResult(StageResult):
     why: list[str] = []  # one line per ladder: the value chosen and the changes that justified it
     table: list[dict[str, Any]] = []
     converged: bool = False
+    probe: dict[str, Any] | None = None  # the probe cell's vc-relax: ok, volume_change, structure (relax starts there)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import yaml
 
@@ -44,6 +45,18 @@ def test_converge_feeds_relax_and_scf(tmp_path, cli):
     assert o["probe"]["ok"] and {r["cell"] for r in o["table"] if r["ladder"] == "kspacing"} == {"relaxed"}
     relax_in = next((tmp_path / "camp/q/1-element/Si/converge").rglob("probe-relax/a1/**/pw.in")).read_text()
     assert "vc-relax" in relax_in and float(re.search(r"ecutwfc\s*=\s*([\d.]+)", relax_in).group(1)) == ch["ecutwfc_ry"]
+    # the relax stage starts from that cell (named in the chosen settings, so in relax's key), not the imported one
+    from pymatgen.core import Structure
+
+    from aimmat.identity import structure_sha256
+    probe_cell = Structure.from_dict(o["probe"]["structure"])
+    assert ch["start_structure_sha256"] == structure_sha256(probe_cell) != structure_sha256(si())
+    relax_rec = _rec(tmp_path, "1-element/Si/relax")
+    assert relax_rec["key_inputs"]["settings"]["start_structure_sha256"] == ch["start_structure_sha256"]
+    first_in = sorted((tmp_path / "camp/q/1-element/Si/relax").rglob("pw.in"))[0].read_text()
+    vol = abs(float(np.linalg.det(np.array([[float(x) for x in ln.split()] for ln in
+                                             first_in.split("CELL_PARAMETERS")[1].splitlines()[1:4]]))))
+    assert vol == pytest.approx(probe_cell.volume, rel=1e-4) and vol != pytest.approx(si().volume, rel=1e-4)
     # relax and SCF ran with the chosen settings: in their keys and in the pw.x input
     for stage in ("relax", "scf"):
         rec = _rec(tmp_path, f"1-element/Si/{stage}")

@@ -55,16 +55,25 @@ def run_engine_task(task: str, structure, profile: dict, directory: Path, previo
     the engine reads them from the merged profile.
     """
     engine = get_engine(profile)
-    overrides = {}
+    overrides, start = {}, None
     if previous is not None:
         overrides = dict(previous.outputs.get("next_overrides", {}))
         if previous.outputs.get("restart") and previous.outputs.get("structure"):
-            structure = Structure.from_dict(previous.outputs["structure"])
+            start = previous.outputs["structure"]
+        else:
+            # a rung that does not restart from the last structure keeps the one the failed
+            # attempt started from: a restarted relaxation whose next attempt fails before
+            # printing a cell must not fall back to the stage's input and lose its progress
+            start = previous.outputs.get("start_structure")
+        if start:
+            structure = Structure.from_dict(start)
     result = engine.run(structure, {**profile, **overrides}, task, directory, kpts=kpts)
     outputs = summarize(result) if result.energy_ev is not None and result.structure else {}
     if result.structure and "structure" not in outputs:
         outputs["structure"] = result.structure
     outputs.update(overrides=overrides, engine=engine_extra(result))
+    if start:
+        outputs["start_structure"] = start
     if not result.failure_code:
         bad = check_result(result, profile["kind"])
         if bad is None:

@@ -42,7 +42,7 @@ def effective(prof: dict, overrides: dict, source) -> str:
     return json.dumps([physics, source, run.walltime_s, run.ranks, run.command], sort_keys=True, default=str)
 
 
-def walk(code: str, prof: dict, policy: dict, saved: bool) -> list:
+def walk(code: str, prof: dict, policy: dict, saved: bool, calculation: str = "scf") -> list:
     """Attempts of the ladder for ``code``: (effective input, tag) each, first attempt included."""
     eng = QeEngine()
     params = {**prof, "retry_policy": {**DEFAULT_POLICY, **policy}}
@@ -51,7 +51,8 @@ def walk(code: str, prof: dict, policy: dict, saved: bool) -> list:
     for i in range(MAX_RUNGS):
         # every failed attempt printed a structure of its own and, if asked, left restart files
         res = EngineResult(failure_code=code)
-        res.extra = {"new_structure": True, "restart_dir": f"/campaign/attempt{i}/out" if saved else None}
+        res.extra = {"new_structure": True, "restart_dir": f"/campaign/attempt{i}/out" if saved else None,
+                     "calculation": calculation}
         rem = eng.remedy(code, overrides, params, result=res)
         if rem is None:
             return attempts
@@ -103,3 +104,30 @@ def test_no_restart_from_a_structure_that_was_never_written():
     assert eng.remedy("output_truncated", {}, params, result=res) is None
     rem = eng.remedy("out_of_walltime", {}, {**params, "retry_policy": {**DEFAULT_POLICY, "walltime_max_s": 7200}}, result=res)
     assert rem.overrides["walltime_s"] == 7200 and not rem.restart
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_vc_relax_ladders_change_the_input_and_end(code):
+    prof = profile("balanced")
+    attempts = walk(code, prof, POLICIES["walltime_ladder"], True, calculation="vc-relax")
+    for (before, _), (after, tag) in zip(attempts, attempts[1:]):
+        if before == after:
+            assert code == "interrupted" and "cause was external" in tag, f"{code}: '{tag}' reruns identical inputs"
+
+
+def test_a_vc_relax_that_moved_the_cell_continues_from_its_last_cell_not_its_saved_state():
+    """pw.x 6.7 continuing a vc-relax from its saved state after the cell moved
+    stops with 'charge is wrong' (integrated 0.27 of 25 electrons; a generated
+    BCO3 after 14 BFGS steps): the rung restarts from the last cell instead.
+    A fixed-cell run (or a vc-relax that never moved) keeps the saved state."""
+    eng = QeEngine()
+    params = {**profile("balanced"), "retry_policy": DEFAULT_POLICY}
+    moved = EngineResult(failure_code="out_of_walltime")
+    moved.extra = {"new_structure": True, "restart_dir": "/c/a1/out", "calculation": "vc-relax"}
+    rem = eng.remedy("out_of_walltime", {}, params, result=moved)
+    assert rem.restart and RESTART_DIR_KEY not in rem.overrides and "vc-relax moved the cell" in rem.tag
+    for calc, new in (("scf", True), ("relax", True), ("vc-relax", False)):
+        res = EngineResult(failure_code="out_of_walltime")
+        res.extra = {"new_structure": new, "restart_dir": "/c/a1/out", "calculation": calc}
+        rem = eng.remedy("out_of_walltime", {}, params, result=res)
+        assert rem.overrides[RESTART_DIR_KEY] == "/c/a1/out" and "saved state" in rem.tag, calc

@@ -60,7 +60,9 @@ class QeEngine:
         """
         facts = None
         if result is not None:
-            facts = {"new_structure": bool(result.extra.get("new_structure")), "restart_dir": result.extra.get("restart_dir")}
+            moved = bool(result.extra.get("new_structure"))
+            facts = {"new_structure": moved, "restart_dir": result.extra.get("restart_dir"),
+                     "cell_changed": moved and result.extra.get("calculation") == "vc-relax"}
         return remedy(code, overrides, params, params.get("retry_policy") or DEFAULT_POLICY, facts)
 
     def run(self, structure, params: dict, task: str, directory: Path, kpts=None) -> EngineResult:

@@ -63,8 +63,9 @@ def remedy(code: str, overrides: dict, profile: dict, policy: Mapping[str, Any] 
         The retry policy; keys it lacks fall back to ``DEFAULT_POLICY``.
     facts : mapping, optional
         What the failed attempt left: ``new_structure`` (pw.x printed a
-        structure other than its input) and ``restart_dir`` (a folder with
-        pw.x's restart files). Without facts a new structure is assumed and
+        structure other than its input), ``cell_changed`` (a vc-relax that
+        moved the cell: its saved state is not continued) and ``restart_dir``
+        (a folder with pw.x's restart files). Without facts a new structure is assumed and
         no saved state.
 
     Returns
@@ -158,6 +159,12 @@ def remedy(code: str, overrides: dict, profile: dict, policy: Mapping[str, Any] 
 def _stopped(code, ov, profile, pol, facts, new_structure, counted) -> Remedy | None:
     """pw.x stopped before the end: by its own clock (out_of_walltime) or from outside (interrupted)."""
     why = "walltime" if code == "out_of_walltime" else "external interruption"
+    if facts.get("cell_changed") and new_structure and counted("structure_restarts", pol["max_structure_restarts"]):
+        # pw.x 6.7 continuing a vc-relax from its saved state after the cell moved reads the
+        # charge onto the wrong cell: "charge is wrong", 0.27 of 25 electrons (a generated BCO3
+        # stopped at walltime after 14 BFGS steps). The last cell with a fresh SCF (and fresh
+        # G-vectors, which the fixed-basis vc-relax needs after a large volume change) keeps the progress.
+        return Remedy(ov, f"{why}: vc-relax moved the cell; restart from last structure", restart=True)
     if facts["restart_dir"] and counted("state_restarts", pol["max_state_restarts"]):
         ov[RESTART_DIR_KEY] = str(facts["restart_dir"])
         return Remedy(ov, f"{why}: restart from pw.x's saved state", restart=new_structure)

@@ -5,9 +5,9 @@ generator sets (2 and 3 elements) sampled from the committed checkpoint
 ``manifests/checkpoints/aimmat-small.pt`` (sha256 computed here), --count
 candidates each, ranked by the predicted tensor with a shortlist of --top-k
 per set; ``campaign.palette`` restricted to light elements whose Debian
-pseudopotentials exist for one functional (default LDA: Al As B Mg Si, all
-norm-conserving; Debian's ultrasoft O at 8x ecutrho made one oxide's cutoff
-ladder alone outlast the hour); a screen with a CHGNet pre-relaxation (only the
+pseudopotentials exist for one functional (default LDA: Al B C Mg O Si, all
+norm-conserving except O, whose 8x ecutrho the converge stage's coarse cutoff
+mesh makes affordable: a CO cutoff ladder 30-90 Ry took 4 min); a screen with a CHGNet pre-relaxation (only the
 checks see the pre-relaxed cell; --no-prerelax for the plain screen); then
 the QE chain converge -> relax -> scf -> elastic with the default ``kind: qe``
 profile physics (no preset unless --preset; Debian family, the functional
@@ -33,7 +33,7 @@ with its class. ``aimmat status --json`` is saved beside the manifest and its
 elasticready, screened_out and not_converged_settings totals cross-checked.
 
     .venv/bin/python bench/qe_campaign.py [--count 4] [--top-k 1] [--full] [--workdir DIR]
-        [--functional lda] [--palette Al,As,B,Mg,Si] [--preset balanced] [--walltime-s 900]
+        [--functional lda] [--palette Al,B,C,Mg,O,Si] [--preset balanced] [--walltime-s 900]
         [--max-kpoints 3000] [--jobs 2] [--no-prerelax] [--apply-timeout-s S] [--summarize-only] [--json]
 
 Default (4 candidates per set, top 1 per set) is sized for about an
@@ -65,7 +65,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "manifests" / "checkpoints" / "aimmat-small.pt"
 DEBIAN_PSEUDO = Path("/usr/share/espresso/pseudo")
-DEFAULT_PALETTE = ("Al", "As", "B", "Mg", "Si")  # Debian LDA, all norm-conserving (its O is ultrasoft, ecutrho 8x)
+DEFAULT_PALETTE = ("Al", "B", "C", "Mg", "O", "Si")  # Debian LDA; O is ultrasoft (ecutrho 8x), affordable with the coarse cutoff mesh
 DEFAULT_MAX_KPOINTS = 3000
 CHAIN = ("screen", "converge", "relax", "scf", "elastic")
 ENGINE_STAGES = ("converge", "relax", "scf", "elastic")

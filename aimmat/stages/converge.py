@@ -66,25 +66,34 @@ class _Ladder:
         self.structure, self.cell = structure, which
         self.sheared = _sheared(structure, self.cfg["shear_strain"])
 
+    def profile_at(self, ecut: float, rho: float | None, spacing: float, degauss: float | None) -> dict:
+        prof = {**self.profile, "ecutwfc_ry": ecut, "ecutrho_ry": rho, "kpoints": None, "kspacing_per_a": spacing}
+        if degauss is not None:
+            prof.update(occupations="smearing", degauss_ry=degauss)
+        return prof
+
+    @staticmethod
+    def run_task(task: str, cell, prof: dict, folder: Path, kpts) -> StageOutcome:
+        """One run with its retry ladder, up to ATTEMPTS_PER_POINT attempts (``folder/a<n>``)."""
+        prev = out = None
+        for attempt in range(1, ATTEMPTS_PER_POINT + 1):
+            out = run_engine_task(task, cell, prof, folder / f"a{attempt}", prev, kpts=kpts)
+            if out.ok or not out.retryable:
+                return out
+            prev = out
+        return out
+
     def point(self, ladder: str, ecut: float, rho: float | None, spacing: float, degauss: float | None) -> dict:
         kpts = kmesh(self.structure, {"kspacing_per_a": spacing})
         ident = (self.cell, round(ecut, 6), None if rho is None else round(rho, 6), kpts, degauss)
         if ident in self._cache:
             return self._cache[ident]
-        prof = {**self.profile, "ecutwfc_ry": ecut, "ecutrho_ry": rho, "kpoints": None, "kspacing_per_a": spacing}
-        if degauss is not None:
-            prof.update(occupations="smearing", degauss_ry=degauss)
+        prof = self.profile_at(ecut, rho, spacing, degauss)
         name = f"p{len(self._cache):02d}"
 
         def run(which):
             cell = self.structure if which == "eq" else self.sheared
-            prev = None
-            for attempt in range(1, ATTEMPTS_PER_POINT + 1):
-                out = run_engine_task("static", cell, prof, self.dir / name / which / f"a{attempt}", prev, kpts=kpts)
-                if out.ok or not out.retryable:
-                    return out
-                prev = out
-            return out
+            return self.run_task("static", cell, prof, self.dir / name / which, kpts)
 
         with ThreadPoolExecutor(max_workers=self.width) as pool:
             eq, sh = pool.map(run, ("eq", "shear"))
@@ -156,35 +165,25 @@ def _spacings(structure, start: float, cfg: dict, sheared=None) -> tuple[list[fl
     return out, None
 
 
-def _probe_relax(lad: _Ladder, ecut, rho, spacing: float, degauss) -> tuple[dict, str]:
+def _probe_relax(lad: _Ladder, ecut, rho, spacing: float, degauss) -> str:
     """vc-relax the probe cell at the chosen cutoff on the cutoff ladder's mesh
     and move the ladder onto it (the k and smearing ladders then judge a cell
     near the equilibrium the elastic stage fits around). A relaxation that
     fails or is unphysical leaves the imported cell as the probe, said in the
     record: the relax stage meets the same cell with converged settings and
     classifies its failure there."""
-    prof = {**lad.profile, "ecutwfc_ry": ecut, "ecutrho_ry": rho, "kpoints": None, "kspacing_per_a": spacing}
-    if degauss is not None:
-        prof.update(occupations="smearing", degauss_ry=degauss)
     kpts = kmesh(lad.structure, {"kspacing_per_a": spacing})
-    prev = out = None
-    for attempt in range(1, ATTEMPTS_PER_POINT + 1):
-        out = run_engine_task("relax", lad.structure, prof, lad.dir / "probe-relax" / f"a{attempt}", prev, kpts=kpts)
-        if out.ok or not out.retryable:
-            break
-        prev = out
-    v0 = lad.structure.volume
+    out = lad.run_task("relax", lad.structure, lad.profile_at(ecut, rho, spacing, degauss), lad.dir / "probe-relax", kpts)
     if not out.ok or not out.outputs.get("structure"):
-        facts = {"ok": False, "failure_code": out.failure_code, "message": out.message, "kpoints": list(kpts)}
-        return facts, (f"probe cell: vc-relax at {ecut} Ry on mesh {list(kpts)} failed ({out.failure_code}); "
-                       "the k ladder runs on the imported cell")
-    st = out.outputs["structure"]
-    relaxed = st if hasattr(st, "lattice") else Structure.from_dict(st)
-    facts = {"ok": True, "kpoints": list(kpts), "volume_change": round(relaxed.volume / v0 - 1, 5),
-             "pressure_gpa": out.outputs.get("pressure_gpa"), "structure": relaxed.as_dict()}
+        lad.probe = {"ok": False, "failure_code": out.failure_code, "message": out.message, "kpoints": list(kpts)}
+        return (f"probe cell: vc-relax at {ecut} Ry on mesh {list(kpts)} failed ({out.failure_code}); "
+                "the k ladder runs on the imported cell")
+    relaxed = Structure.from_dict(out.outputs["structure"])
+    lad.probe = {"ok": True, "kpoints": list(kpts), "volume_change": round(relaxed.volume / lad.structure.volume - 1, 5),
+                 "pressure_gpa": out.outputs.get("pressure_gpa"), "structure": relaxed.as_dict()}
     lad.set_cell(relaxed, 1)
-    return facts, (f"probe cell: vc-relaxed at {ecut} Ry on mesh {list(kpts)}, volume {100 * facts['volume_change']:+.2f}%; "
-                   "the k ladder runs on it")
+    return (f"probe cell: vc-relaxed at {ecut} Ry on mesh {list(kpts)}, volume {100 * lad.probe['volume_change']:+.2f}%; "
+            "the k ladder runs on it")
 
 
 def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss) -> tuple[dict | None, str]:
@@ -254,9 +253,7 @@ def run_converge(structure, cfg: dict, profile: dict | None, directory: Path, pr
         if ecut is None:
             return _not_converged(lad, why, f"cutoff not converged up to {ecuts[-1]} Ry (ecutwfc_max_ry {cfg['ecutwfc_max_ry']})")
         if cfg.get("probe_relax", True):
-            probe, line = _probe_relax(lad, ecut, rho(ecut), sp_cut, degauss0)
-            why.append(line)
-            lad.probe = probe
+            why.append(_probe_relax(lad, ecut, rho(ecut), sp_cut, degauss0))
         # 2. k-spacing (metals: from the metal spacing), 3. smearing for metals
         start = profile.get("kspacing_metal_per_a") if metallic and profile.get("kspacing_metal_per_a") else sp0
         ladder = [d for d in cfg["degauss_ladder_ry"]] if metallic and cfg["degauss_ladder_ry"] else [degauss0]

@@ -7,8 +7,9 @@ candidates each, ranked by the predicted tensor with a shortlist of --top-k
 per set; ``campaign.palette`` restricted to light elements whose Debian
 pseudopotentials exist for one functional (default LDA: Al B C Mg O Si, all
 norm-conserving except O, whose 8x ecutrho the converge stage's coarse cutoff
-mesh makes affordable: a CO cutoff ladder 30-90 Ry took 4 min); a screen with a CHGNet pre-relaxation (only the
-checks see the pre-relaxed cell; --no-prerelax for the plain screen); then
+mesh makes affordable: a CO cutoff ladder 30-90 Ry took 4 min); a screen with a CHGNet pre-relaxation (the checks, and then the DFT chain,
+start from the pre-relaxed cell; --no-prerelax for the plain screen and the
+generated cells); then
 the QE chain converge -> relax -> scf -> elastic with the default ``kind: qe``
 profile physics (no preset unless --preset; Debian family, the functional
 above), default elastic magnitudes and retry policy. Two resource caps:

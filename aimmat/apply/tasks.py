@@ -21,7 +21,7 @@ def make_task(res: Resolved, a: StageAction, cobs, prepared) -> StageTask:
             prepared.models.attach_predictions([rec])
         return StageTask(**base, candidate=rec.model_dump(mode="json"))
     recipe = res.recipes[a.stage]
-    source = recipe.stage.structure_source
+    source = recipe.source
     csum = cobs.summary
     if source == "import":
         structure, metallic = cobs.record.structure, None
@@ -29,9 +29,10 @@ def make_task(res: Resolved, a: StageAction, cobs, prepared) -> StageTask:
         up = cobs.stages[source].result()
         structure, metallic = up.structure, cobs.summaries[source].metallic
     settings = cobs.stages[recipe.settings_from].result().chosen if recipe.settings_from else None
-    if source == "import" and settings and settings.get("start_structure_sha256"):
-        # converge vc-relaxed the imported cell at the chosen cutoff (its probe cell): relax
-        # starts there instead of redoing the same steps from the generated cell
+    if (settings and settings.get("start_structure_sha256")
+            and source == res.recipes[recipe.settings_from].source):
+        # converge vc-relaxed this same input cell at the chosen cutoff (its probe cell): relax
+        # starts there instead of redoing the same steps
         probe = cobs.stages[recipe.settings_from].result().probe or {}
         if probe.get("ok") and probe.get("structure"):
             structure = probe["structure"]

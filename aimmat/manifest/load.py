@@ -75,6 +75,16 @@ class CampaignSpec:
             return next(a.screen for a, v in zip(self.manifest.ablations, self._variants()) if v.name == stage)
         return self.manifest.stages.get(stage)
 
+    def structure_source(self, stage: str) -> str:
+        """The stage whose output structure ``stage`` reads: its declared
+        ``structure_source``, passed down the chain past a source that is
+        not enabled or computes no structure (a screen without an ML
+        pre-relaxation), ending at ``import`` (the candidate as imported)."""
+        src = stage_table.get(stage).structure_source
+        while src != "import" and (src not in self.stages or self.profile_name(src) is None):
+            src = stage_table.get(src).structure_source
+        return src
+
     def profile_name(self, stage: str) -> str | None:
         """The engine profile a stage runs with (screens: the pre-relaxation's, or None)."""
         d = stage_table.get(stage)

@@ -69,7 +69,9 @@ class ElasticStage(Strict):
 class ConvergeStage(Strict):
     """Converged settings per candidate, judged on what elastic constants need.
 
-    On the imported cell: a cutoff ladder on one coarse mesh; then, on that
+    On the candidate's cell (the screen's ML pre-relaxed one when the screen
+    has a ``prerelax_profile``, else as imported): a cutoff ladder on one
+    coarse mesh; then, on that
     cell vc-relaxed at the chosen cutoff (``probe_relax``), a k-spacing ladder
     (for metals at each smearing width of ``degauss_ladder_ry``), each step
     computing the unstrained cell and one sheared cell (engineering shear

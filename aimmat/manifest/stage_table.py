@@ -29,7 +29,9 @@ class StageDef:
     """One stage of the per-candidate chain.
 
     ``structure_source``: the stage whose output structure this stage reads
-    (``import``: the candidate's own). ``run``: ``"module:function"`` with
+    (``import``: the candidate's own). A source that is not enabled, or
+    that produces no structure (a screen without a pre-relaxation profile),
+    passes on its own source's (``Recipe.source`` is the one read). ``run``: ``"module:function"`` with
     the signature of ``aimmat.stages.base.StageFn``, imported when a task
     runs (so the table imports no stage code). ``profile_field``: the
     config field naming an engine profile (None: no engine). ``done_status``:
@@ -67,11 +69,14 @@ _TABLE: list[StageDef] = [
     StageDef("import", "import", 1),
     StageDef("screen", "screen", 1, run="aimmat.stages.screen:run_screen", config=ScreenStage,
              result=results.ScreenResult, profile_field="prerelax_profile"),
-    # converge runs on the candidate as imported, so that the relaxation itself
-    # (its final-SCF pressure, hence the cell) is computed at converged settings
-    StageDef("converge", "engine", 1, run="aimmat.stages.converge:run_converge", config=ConvergeStage,
-             result=results.ConvergeResult, profile_field="profile"),
-    StageDef("relax", "engine", 1, run="aimmat.stages.relax:run_relax", config=RelaxStage,
+    # converge runs before the relaxation, so that the relaxation itself (its
+    # final-SCF pressure, hence the cell) is computed at converged settings; it
+    # and relax start from the screen's ML pre-relaxed cell when the screen has
+    # one (a generated cell arrives 10-200 kbar off equilibrium; the pre-relaxed
+    # one is near it), else from the candidate as imported (Recipe.source)
+    StageDef("converge", "engine", 1, structure_source="screen", run="aimmat.stages.converge:run_converge",
+             config=ConvergeStage, result=results.ConvergeResult, profile_field="profile"),
+    StageDef("relax", "engine", 1, structure_source="screen", run="aimmat.stages.relax:run_relax", config=RelaxStage,
              result=results.EngineStageResult, profile_field="profile", done_status="relaxdone", coverage=True,
              settings_from="converge"),
     StageDef("scf", "engine", 1, structure_source="relax", run="aimmat.stages.scf:run_scf", config=ScfStage,

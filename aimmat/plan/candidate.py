@@ -71,7 +71,7 @@ def _stage_action(res: Resolved, s, c, recipe: Recipe, gate: StageAction, out, s
         why = shortlist.reason(c)
         if why is not None:
             return StageAction(s, c, stage, Action.BLOCKED, [why], state="not_shortlisted" if why.startswith("not") else "waiting")
-    src_stage = recipe.stage.structure_source
+    src_stage = recipe.source
     upstream = out[src_stage]
     rec = summaries.get(stage)
     if upstream.action in PENDING:

@@ -74,7 +74,7 @@ def _keep_program(res: Resolved) -> list[tuple] | None:
     another stage's chosen settings (per-candidate values: planned in full)."""
     if any(r.settings_from for r in res.recipes.values()):
         return None
-    return [(name, r.stage.structure_source, r.stage.kind == "screen" and r.stage.gates, r, r.simple_template())
+    return [(name, r.source, r.stage.kind == "screen" and r.stage.gates, r, r.simple_template())
             for name, r in res.recipes.items()]
 
 

@@ -17,6 +17,7 @@ from aimmat.engines.base import engine_version
 from aimmat.errors import ManifestError
 from aimmat.identity import canonical
 from aimmat.manifest.load import CampaignSpec
+from aimmat.manifest import stage_table
 from aimmat.manifest.stage_table import StageDef
 from aimmat.resolve.imports import import_inputs, import_keys, predictor_sha256
 from aimmat.resolve.palette import Palette, campaign_palette, profile_folder
@@ -83,11 +84,13 @@ def _recipe(spec: CampaignSpec, d: StageDef, probe: "_Probe") -> Recipe:
     qe = d.kind == "engine" and profile.kind == "qe"
     # a stage run with another stage's chosen settings (converge) takes its mesh from them
     settings_from = d.settings_from if d.settings_from in spec.stages else None
+    source = spec.structure_source(d.name)
     # scf/elastic read a relaxed structure whose bands say metal or not: the k-spacing follows
-    metal = (qe and d.structure_source != "import" and profile.kpoints is None and profile.kspacing_metal_per_a is not None
-             and settings_from is None)
+    metal = (qe and stage_table.get(source).kind == "engine" and profile.kpoints is None
+             and profile.kspacing_metal_per_a is not None and settings_from is None)
     return Recipe(stage=d, config=cfg, profile_name=pname, profile=profile, engine=engine,
-                  static=MappingProxyType(canonical(static)), qe=qe, metal_mesh=metal, settings_from=settings_from)
+                  static=MappingProxyType(canonical(static)), qe=qe, metal_mesh=metal, settings_from=settings_from,
+                  source=source)
 
 
 def _with_palette(recipe: Recipe, palette: list[str]) -> Recipe:

@@ -49,6 +49,7 @@ class Recipe:
     qe: bool = False
     metal_mesh: bool = False  # scf/elastic take the k-spacing from the relaxation's metallic flag
     settings_from: str | None = None  # the stage whose chosen settings (cutoff, k-spacing, smearing) this one runs with
+    source: str = "import"  # the stage whose output structure this one reads (CampaignSpec.structure_source)
     species: Mapping[str, SpeciesInputs] = field(default_factory=dict)
     templates: Mapping[tuple, Any] = field(default_factory=dict)  # (species or None, metallic or None) -> template
     run_extra: Mapping[str, Any] = field(default_factory=dict)  # given to the stage function beside its config (screen: palette)

@@ -57,7 +57,7 @@ class _Ladder:
         self.cfg, self.profile, self.dir = cfg, profile, directory
         self.rows: list[dict] = []
         self._cache: dict[tuple, dict] = {}
-        self.cell = 0  # which probe cell the points are on: 0 the imported one, 1 the relaxed one
+        self.cell = 0  # which probe cell the points are on: 0 the stage's input (pre-relaxed or imported), 1 the probe-relaxed one
         self.probe: dict | None = None  # the probe relaxation's facts (record)
         self.set_cell(structure, 0)
         self.width = max(1, min(2, slots.total() // RunProfile.from_profile(profile).ranks))
@@ -102,7 +102,7 @@ class _Ladder:
                 raise _Failed(out, f"{ladder} ladder at ecutwfc {ecut} Ry, k {list(kpts)}, {which}")
         row = {
             "ladder": ladder, "ecutwfc_ry": ecut, "ecutrho_ry": rho, "kspacing_per_a": spacing, "kpoints": list(kpts),
-            "degauss_ry": degauss, "cell": "relaxed" if self.cell else "imported", "energy_per_atom_ev": eq.outputs["energy_per_atom_ev"],
+            "degauss_ry": degauss, "cell": "relaxed" if self.cell else "input", "energy_per_atom_ev": eq.outputs["energy_per_atom_ev"],
             "stress_gpa": eq.outputs["stress_gpa"], "shear_stress_gpa": sh.outputs["stress_gpa"][0][1],
             "metallic": eq.outputs.get("engine", {}).get("metallic"),
             "wall_s": round(sum(o.outputs.get("engine", {}).get("pw_wall_s") or 0.0 for o in (eq, sh)), 2),
@@ -169,7 +169,7 @@ def _probe_relax(lad: _Ladder, ecut, rho, spacing: float, degauss) -> str:
     """vc-relax the probe cell at the chosen cutoff on the cutoff ladder's mesh
     and move the ladder onto it (the k and smearing ladders then judge a cell
     near the equilibrium the elastic stage fits around). A relaxation that
-    fails or is unphysical leaves the imported cell as the probe, said in the
+    fails or is unphysical leaves the input cell as the probe, said in the
     record: the relax stage meets the same cell with converged settings and
     classifies its failure there."""
     kpts = kmesh(lad.structure, {"kspacing_per_a": spacing})
@@ -177,7 +177,7 @@ def _probe_relax(lad: _Ladder, ecut, rho, spacing: float, degauss) -> str:
     if not out.ok or not out.outputs.get("structure"):
         lad.probe = {"ok": False, "failure_code": out.failure_code, "message": out.message, "kpoints": list(kpts)}
         return (f"probe cell: vc-relax at {ecut} Ry on mesh {list(kpts)} failed ({out.failure_code}); "
-                "the k ladder runs on the imported cell")
+                "the k ladder runs on the input cell")
     relaxed = Structure.from_dict(out.outputs["structure"])
     lad.probe = {"ok": True, "kpoints": list(kpts), "volume_change": round(relaxed.volume / lad.structure.volume - 1, 5),
                  "pressure_gpa": out.outputs.get("pressure_gpa"), "structure": relaxed.as_dict()}

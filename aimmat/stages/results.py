@@ -35,6 +35,12 @@ class ScreenResult(StageResult):
     formula: str | None = None
     prerelax: dict[str, Any] | None = None
 
+    @property
+    def structure(self) -> dict[str, Any] | None:
+        """The pre-relaxed structure (None without a pre-relaxation): the
+        stages whose ``structure_source`` is the screen start from it."""
+        return (self.prerelax or {}).get("structure")
+
     def failed(self) -> list[str]:
         return [name for name, c in self.criteria.items() if not c.passed]
 

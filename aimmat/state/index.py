@@ -50,7 +50,8 @@ from aimmat.state.layout import INDEX_FILE
 from aimmat.state.records import CandidateRecord, StageRecord
 from aimmat.state.summary import CandidateSummary, StageSummary
 
-SCHEMA = 3  # 2: one row per candidate folder with packed record summaries; bodies apart; source hashes; 3: symlinks never indexed
+SCHEMA = 4  # 2: one row per candidate folder with packed record summaries; bodies apart; source hashes; 3: symlinks never indexed;
+# 4: a screen's summary carries its pre-relaxed structure's sha256
 RACY_NS = 5_000_000_000  # covers 1-2 s timestamp ticks and ordinary clock skew on shared file systems
 TIMEOUT_S = 2.0  # waiting for another writer's transaction; then fall back
 

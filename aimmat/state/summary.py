@@ -31,7 +31,7 @@ class StageSummary(NamedTuple):
     host: str | None
     pid: int | None
     pid_start: int | None
-    structure_sha256: str | None  # of the stage's output structure (relax)
+    structure_sha256: str | None  # of the stage's output structure (relax; a screen's pre-relaxation)
     metallic: int | None  # outputs.engine.metallic
     strict_pass: int | None  # screens
     failed_criteria: str  # SEP-joined names of the screen criteria that failed
@@ -46,8 +46,11 @@ class StageSummary(NamedTuple):
         criteria = out.get("criteria")
         # a criterion may name its own reason ("no_pseudopotential: Nd"); else its name
         failed = SEP.join(str(c.get("reason") or n) for n, c in criteria.items() if not c.get("pass")) if isinstance(criteria, dict) else ""
+        sha = out.get("structure_sha256")
+        if sha is None and isinstance(out.get("prerelax"), dict):  # a screen's ML pre-relaxed structure
+            sha = out["prerelax"].get("structure_sha256")
         return cls(rec.key, rec.status, len(rec.attempts), int(rec.retryable), rec.failure_code, rec.host, rec.pid,
-                   rec.pid_start, out.get("structure_sha256"), None if metallic is None else int(bool(metallic)),
+                   rec.pid_start, sha, None if metallic is None else int(bool(metallic)),
                    None if strict is None else int(bool(strict)), failed, int(rec.output_present))
 
     def failed_list(self) -> list[str]:

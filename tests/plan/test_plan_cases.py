@@ -36,7 +36,7 @@ def _src(res, cand="Cu"):
 def _stage(res, stage, status="done", *, stale=False, strict_pass=True, failure_code=None, retryable=False,
            attempts=1, pid=None, host=None):
     recipe = res.recipes[stage]
-    sha = CAND_SHA if recipe.stage.structure_source == "import" else RELAXED_SHA
+    sha = CAND_SHA if recipe.source == "import" else RELAXED_SHA
     inputs = recipe.inputs(sha)
     if stale:  # written under another profile: the key differs, and the inputs say how
         inputs = {**inputs, "profile": {**inputs["profile"], "fmax_ev_per_a": 0.02}}

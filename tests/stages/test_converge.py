@@ -188,7 +188,7 @@ def test_k_ladder_stops_at_the_manifests_kpoint_cap():
 
 def test_k_ladder_runs_on_the_probe_cell_relaxed_at_the_chosen_cutoff(monkeypatch, tmp_path):
     """A generated cell is far from equilibrium: after the cutoff ladder (on
-    the imported cell) one vc-relax at the chosen cutoff on the cutoff
+    the input cell) one vc-relax at the chosen cutoff on the cutoff
     ladder's mesh, and every k-ladder point is on the relaxed cell; the
     record keeps the relaxation's volume change and a why line."""
     eng = ModelEngine(metallic=True)
@@ -199,7 +199,7 @@ def test_k_ladder_runs_on_the_probe_cell_relaxed_at_the_chosen_cutoff(monkeypatc
     ecut, kpts, _, v_in = eng.relaxes[0]
     assert ecut == ch["ecutwfc_ry"] and kpts == conv.kmesh(_al(), {"kspacing_per_a": 0.5})
     assert v_in == pytest.approx(_al().volume)
-    assert {r["cell"] for r in table if r["ladder"] == "ecutwfc"} == {"imported"}
+    assert {r["cell"] for r in table if r["ladder"] == "ecutwfc"} == {"input"}
     assert {r["cell"] for r in table if r["ladder"] == "kspacing"} == {"relaxed"}
     n_cut = sum(r["ladder"] == "ecutwfc" for r in table)
     # the unstrained runs of the k ladder saw the relaxed volume (each point: eq and shear, in either order)
@@ -208,10 +208,10 @@ def test_k_ladder_runs_on_the_probe_cell_relaxed_at_the_chosen_cutoff(monkeypatc
     probe = out.outputs["probe"]
     assert probe["ok"] and probe["volume_change"] == pytest.approx(0.02, abs=1e-4)
     assert any(w.startswith("probe cell: vc-relaxed") and "+2.00%" in w for w in out.outputs["why"])
-    # off: no relaxation, the k ladder on the imported cell
+    # off: no relaxation, the k ladder on the input cell
     eng2 = ModelEngine(metallic=True)
     out2 = _run(monkeypatch, tmp_path / "off", eng2, probe_relax=False)
-    assert out2.ok and not eng2.relaxes and {r["cell"] for r in out2.outputs["table"]} == {"imported"}
+    assert out2.ok and not eng2.relaxes and {r["cell"] for r in out2.outputs["table"]} == {"input"}
 
 
 def test_a_failed_probe_relaxation_leaves_the_imported_cell_and_says_so(monkeypatch, tmp_path):
@@ -219,6 +219,6 @@ def test_a_failed_probe_relaxation_leaves_the_imported_cell_and_says_so(monkeypa
     eng.relax_fails = True
     out = _run(monkeypatch, tmp_path, eng)
     assert out.ok, out.message
-    assert {r["cell"] for r in out.outputs["table"]} == {"imported"}
+    assert {r["cell"] for r in out.outputs["table"]} == {"input"}
     assert out.outputs["probe"]["ok"] is False and out.outputs["probe"]["failure_code"] == "ionic_not_converged"
     assert any("failed (ionic_not_converged)" in w for w in out.outputs["why"])

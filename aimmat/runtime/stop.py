@@ -9,14 +9,23 @@ running pw.x to finish and its retry ladders launched new ones ("interrupted"
 is retried once). ``install`` makes the signal set the flag before Python's
 own handling; ``aimmat.engines.qe.execute`` polls it, stops its pw.x and
 launches no other.
+
+The flag is one byte of an anonymous shared mapping made at import, so the
+workers apply forks (``--jobs N``) see a request made in apply itself: a
+signal sent to apply's pid alone (``kill PID``, a batch system's stop) used
+to set apply's flag only, and apply then waited while its workers ran their
+stages to the end and launched new pw.x. A signal the process started with
+ignored (SIGINT in a background job of a non-interactive shell) stays
+ignored, as the shell asked and as Python does for KeyboardInterrupt.
 """
 
 from __future__ import annotations
 
+import mmap
 import signal
 import threading
 
-_STOP = threading.Event()
+_STOP = mmap.mmap(-1, 1)  # MAP_SHARED | MAP_ANONYMOUS: one byte shared with every process forked after import
 
 
 class StopRequested(KeyboardInterrupt):
@@ -24,12 +33,17 @@ class StopRequested(KeyboardInterrupt):
 
 
 def requested() -> bool:
-    return _STOP.is_set()
+    return _STOP[0] != 0
+
+
+def request() -> None:
+    """Ask this process and every worker forked from it to stop."""
+    _STOP[0] = 1
 
 
 def clear() -> None:
     """Forget a request (a new apply in the same process: tests call the CLI in-process)."""
-    _STOP.clear()
+    _STOP[0] = 0
 
 
 def install(signals=(signal.SIGINT, signal.SIGTERM)) -> dict:
@@ -44,11 +58,11 @@ def install(signals=(signal.SIGINT, signal.SIGTERM)) -> dict:
         return replaced
     for sig in signals:
         previous = signal.getsignal(sig)
-        if getattr(previous, "_aimmat_stop", False):
-            continue  # already ours
+        if getattr(previous, "_aimmat_stop", False) or previous == signal.SIG_IGN:
+            continue  # already ours, or ignored on purpose by whoever started us
 
         def handler(signum, frame, previous=previous):
-            _STOP.set()
+            request()
             if callable(previous):
                 return previous(signum, frame)
             raise KeyboardInterrupt(f"signal {signum}")

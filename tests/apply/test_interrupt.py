@@ -1,5 +1,5 @@
-"""Ctrl-C (SIGINT to apply's process group, as a terminal sends it) ends a
-QE campaign promptly: pw.x runs in its own session and, in the converge
+"""Ctrl-C (SIGINT to apply's process group, as a terminal sends it), or
+SIGTERM to apply alone, ends a QE campaign promptly: pw.x runs in its own session and, in the converge
 ladder, from threads, so neither sees the signal by itself. Apply must end
 them and launch no other (an `interrupted` class is otherwise retried once),
 leave no pw.x behind, and resume on the next apply."""
@@ -29,8 +29,17 @@ exec sleep 60
 """
 
 
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_ctrl_c_ends_running_pw_and_launches_no_other(tmp_path, jobs):
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a non-interactive shell starts a background job
+
+
+@pytest.mark.parametrize("jobs, how", [
+    ("1", "ctrl-c"),  # SIGINT to the whole foreground group, as a terminal sends it
+    ("2", "ctrl-c"),
+    ("2", "kill"),  # SIGTERM to apply's pid alone (kill PID, a batch system): its forked workers must stop too
+    ("2", "background"),  # started with SIGINT ignored: kill -INT stays ignored, as the shell asked; kill PID stops it
+])
+def test_ctrl_c_ends_running_pw_and_launches_no_other(tmp_path, jobs, how):
     pids = tmp_path / "pids"
     exe = tmp_path / "fake-pw.x"
     exe.write_text(FAKE.format(pids=pids))
@@ -41,15 +50,23 @@ def test_ctrl_c_ends_running_pw_and_launches_no_other(tmp_path, jobs):
     m["stages"] = {"converge": {"profile": "qe"}, **m["stages"]}  # two pw.x side by side, from threads
     path.write_text(yaml.safe_dump(m))
     proc = subprocess.Popen([sys.executable, "-m", "aimmat.cli.main", "apply", str(path), "-q", "--jobs", jobs],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_ignore_sigint if how == "background" else None)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (pids.exists() and len(pids.read_text().split()) >= 2):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
     started = [int(p) for p in pids.read_text().split()]
     assert len(started) == 2 and all(_alive(p) for p in started)
+    if how == "background":
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(3)
+        assert proc.poll() is None and all(_alive(p) for p in started), "an ignored SIGINT stopped apply"
     t0 = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C: the whole foreground group
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C: the whole foreground group
+    else:
+        os.kill(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=45)
     took = time.monotonic() - t0
     assert proc.returncode == 130, err

@@ -168,21 +168,33 @@ def _spacings(structure, start: float, cfg: dict, sheared=None) -> tuple[list[fl
 def _probe_relax(lad: _Ladder, ecut, rho, spacing: float, degauss) -> str:
     """vc-relax the probe cell at the chosen cutoff on the cutoff ladder's mesh
     and move the ladder onto it (the k and smearing ladders then judge a cell
-    near the equilibrium the elastic stage fits around). A relaxation that
-    fails or is unphysical leaves the input cell as the probe, said in the
-    record: the relax stage meets the same cell with converged settings and
-    classifies its failure there."""
+    near the equilibrium the elastic stage fits around). A relaxation still
+    moving when its last attempt reached the walltime gives its last cell
+    (``probe.converged`` False). One that fails otherwise or is unphysical
+    leaves the input cell as the probe, said in the record: the relax stage
+    meets the same cell with converged settings and classifies its failure
+    there."""
     kpts = kmesh(lad.structure, {"kspacing_per_a": spacing})
     out = lad.run_task("relax", lad.structure, lad.profile_at(ecut, rho, spacing, degauss), lad.dir / "probe-relax", kpts)
-    if not out.ok or not out.outputs.get("structure"):
+    last = out.outputs.get("structure")
+    # a relaxation stopped at its walltime after moving the cell (a generated molecular crystal's
+    # flat landscape takes tens of BFGS steps) is nearer equilibrium than where it began: its last
+    # cell is the probe, and the relax stage goes on from there instead of walking the same path again
+    stopped = (not out.ok and out.failure_code == "out_of_walltime" and last is not None
+               and structure_sha256(Structure.from_dict(last)) != structure_sha256(lad.structure))
+    if not (out.ok and last) and not stopped:
         lad.probe = {"ok": False, "failure_code": out.failure_code, "message": out.message, "kpoints": list(kpts)}
         return (f"probe cell: vc-relax at {ecut} Ry on mesh {list(kpts)} failed ({out.failure_code}); "
                 "the k ladder runs on the input cell")
-    relaxed = Structure.from_dict(out.outputs["structure"])
-    lad.probe = {"ok": True, "kpoints": list(kpts), "volume_change": round(relaxed.volume / lad.structure.volume - 1, 5),
+    relaxed = Structure.from_dict(last)
+    lad.probe = {"ok": True, "converged": not stopped, "kpoints": list(kpts),
+                 "volume_change": round(relaxed.volume / lad.structure.volume - 1, 5),
                  "pressure_gpa": out.outputs.get("pressure_gpa"), "structure": relaxed.as_dict()}
+    if stopped:
+        lad.probe["failure_code"] = out.failure_code
     lad.set_cell(relaxed, 1)
-    return (f"probe cell: vc-relaxed at {ecut} Ry on mesh {list(kpts)}, volume {100 * lad.probe['volume_change']:+.2f}%; "
+    how = "vc-relaxed" if not stopped else f"vc-relax stopped at its walltime ({ATTEMPTS_PER_POINT} attempts at most), last cell"
+    return (f"probe cell: {how} at {ecut} Ry on mesh {list(kpts)}, volume {100 * lad.probe['volume_change']:+.2f}%; "
             "the k ladder runs on it")
 
 

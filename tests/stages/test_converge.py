@@ -31,6 +31,11 @@ class ModelEngine:
         ecut, nk, d = profile["ecutwfc_ry"], kpts[0], profile.get("degauss_ry") or 0.0
         if task == "relax":  # the probe relaxation: a 2% larger cell, the same shape
             self.relaxes.append((ecut, tuple(kpts), d, structure.volume))
+            if self.relax_fails == "walltime":  # stopped while moving: the last cell 1% larger
+                moved = structure.copy()
+                moved.scale_lattice(structure.volume * 1.01)
+                return StageOutcome(ok=False, failure_code="out_of_walltime", message="max_seconds", retryable=False,
+                                    output_present=True, outputs={"structure": moved.as_dict(), "pressure_gpa": 0.4})
             if self.relax_fails:
                 return StageOutcome(ok=False, failure_code="ionic_not_converged", message="bfgs", retryable=False)
             relaxed = structure.copy()
@@ -222,3 +227,22 @@ def test_a_failed_probe_relaxation_leaves_the_imported_cell_and_says_so(monkeypa
     assert {r["cell"] for r in out.outputs["table"]} == {"input"}
     assert out.outputs["probe"]["ok"] is False and out.outputs["probe"]["failure_code"] == "ionic_not_converged"
     assert any("failed (ionic_not_converged)" in w for w in out.outputs["why"])
+
+
+def test_a_probe_relaxation_stopped_at_walltime_gives_its_last_cell(monkeypatch, tmp_path):
+    """A relaxation still moving at its walltime has come nearer equilibrium:
+    the k ladder runs on its last cell, and the chosen settings name that cell
+    (relax goes on from it instead of walking the same BFGS path again)."""
+    from aimmat.identity import structure_sha256
+
+    eng = ModelEngine(metallic=False)
+    eng.relax_fails = "walltime"
+    out = _run(monkeypatch, tmp_path, eng)
+    assert out.ok, out.message
+    probe = out.outputs["probe"]
+    assert probe["ok"] and probe["converged"] is False and probe["failure_code"] == "out_of_walltime"
+    assert probe["volume_change"] == pytest.approx(0.01, abs=1e-4)
+    assert {r["cell"] for r in out.outputs["table"] if r["ladder"] == "kspacing"} == {"relaxed"}
+    last = Structure.from_dict(probe["structure"])
+    assert out.outputs["chosen"]["start_structure_sha256"] == structure_sha256(last) != structure_sha256(_al())
+    assert any("stopped at its walltime" in w and "+1.00%" in w for w in out.outputs["why"])

@@ -25,6 +25,7 @@ def bench():
 @pytest.mark.parametrize("metal", ["al", "ni"])
 def test_metal_c44_converged_with_default_settings(bench, metal, tmp_path):
     res = bench.converge_and_check(metal, tmp_path)
+    print(bench.report(res))  # the figures, for `make test-heavy PYTEST_ARGS=-s`
     assert res["ok"], bench.report(res)
     ch = res["chosen"]
     assert ch["metallic"] is True and ch["occupations"] == "smearing"

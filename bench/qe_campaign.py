@@ -405,7 +405,9 @@ def run_apply(manifest_path: Path, jobs: int, log: Path, timeout_s: float | None
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-            for sig, grace in ((signal.SIGINT, 60), (signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            # SIGTERM, not SIGINT: a bench started in the background by a non-interactive shell hands
+            # apply an ignored SIGINT, which apply leaves ignored (aimmat.runtime.stop)
+            for sig, grace in ((signal.SIGTERM, 60), (signal.SIGKILL, 10)):
                 try:
                     os.killpg(proc.pid, sig)  # the group of the apply started here (its pool and pw.x runs)
                 except ProcessLookupError:
@@ -507,7 +509,7 @@ def main(argv=None) -> int:
                          f"probe has more irreducible k-points (default {DEFAULT_MAX_KPOINTS}; 40000 is pw.x's own limit)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-prerelax", action="store_true", help="plain screen, no CHGNet pre-relaxation")
-    ap.add_argument("--apply-timeout-s", type=float, help="stop apply after this long (SIGINT to its group) and summarize")
+    ap.add_argument("--apply-timeout-s", type=float, help="stop apply after this long (SIGTERM to its group) and summarize")
     ap.add_argument("--summarize-only", action="store_true", help="read --workdir's campaign; do not apply")
     ap.add_argument("--verbose", action="store_true", help="stream apply's progress to stderr")
     ap.add_argument("--json", action="store_true", help="also print the summary as JSON")

@@ -150,9 +150,8 @@ def pw_wall_s(text: str) -> float | None:
 
 def pw_runs(campaign: Path) -> dict:
     """pw.x calls under ``campaign``: count, core-seconds, runs without a WALL line."""
-    calls, core_s, no_wall, version = 0, 0.0, 0, None
+    calls, core_s, no_wall, version, reused = 0, 0.0, 0, None, 0
     for out in sorted(campaign.rglob("pw.out")):
-        calls += 1
         text = out.read_text(errors="replace")
         if version is None:
             m = re.search(r"Program PWSCF (v\.\S+)", text)
@@ -164,13 +163,17 @@ def pw_runs(campaign: Path) -> dict:
                 facts = json.loads(run_json.read_text())
             except ValueError:
                 facts = {}
+        if facts.get("reused_from"):  # a copy of a run an interrupted attempt finished: counted there
+            reused += 1
+            continue
+        calls += 1
         ranks = int(facts.get("ranks") or 1)
         wall = pw_wall_s(text)
         if wall is None:  # killed or still running: the process wall time, if execute recorded it
             no_wall += 1
             wall = float(facts.get("wall_s") or 0.0)
         core_s += wall * ranks
-    return {"calls": calls, "core_hours": core_s / 3600.0, "no_wall_line": no_wall, "version": version}
+    return {"calls": calls, "core_hours": core_s / 3600.0, "no_wall_line": no_wall, "version": version, "reused": reused}
 
 
 # ------------------------------------------------------------------ records
@@ -307,6 +310,7 @@ def summarize(campaign: Path, manifest: dict) -> dict:
     out["failure_classes"] = dict(sorted(classes.items(), key=lambda kv: (-kv[1], kv[0])))
     pw = pw_runs(campaign)
     out["pw_calls"], out["core_hours"], out["pw_no_wall_line"] = pw["calls"], pw["core_hours"], pw["no_wall_line"]
+    out["pw_reused"] = pw["reused"]
     out["pw_version_from_outputs"] = pw["version"]
     out["core_hours_per_validated_tensor"] = pw["core_hours"] / out["pass_both"] if out["pass_both"] else None
     out["core_hours_per_elastic_ready"] = pw["core_hours"] / out["elastic_ready"] if out["elastic_ready"] else None
@@ -478,7 +482,8 @@ def print_report(s: dict, head: dict) -> None:
     if not s["failure_classes"]:
         print("  none")
     print()
-    print(f"pw.x calls                  {s['pw_calls']} (pw.out files; {s['pw_no_wall_line']} without a WALL line)")
+    print(f"pw.x calls                  {s['pw_calls']} (pw.out files; {s['pw_no_wall_line']} without a WALL line;"
+          f" {s.get('pw_reused', 0)} more read back after an interruption, not counted)")
     print(f"core-hours (WALL x ranks)   {_fmt(s['core_hours'])}")
     print(f"core-hours / validated tensor (pass_both)   {_fmt(s['core_hours_per_validated_tensor'])}")
     print(f"core-hours / elastic-ready tensor           {_fmt(s['core_hours_per_elastic_ready'])}")

@@ -31,7 +31,7 @@ from aimmat.state.procs import HOST, pid_start_tick
 from aimmat.state.records import Attempt, CandidateRecord, StageRecord
 from aimmat.state.layout import CANDIDATE_FILE, RECORD_FILE, symlink_in
 from aimmat.state.scan import read_stage_record
-from aimmat.stages.base import StageOutcome, load_stage_fn
+from aimmat.stages.base import EARLIER_ATTEMPTS, StageOutcome, load_stage_fn
 
 
 @dataclass
@@ -151,6 +151,10 @@ def _run_stage(task: StageTask, started: list[int]) -> TaskResult:
         intervention = "resume after interruption"
     structure = Structure.from_dict(task.structure)
     fn = load_stage_fn(task.run)
+    # earlier attempts under this same key: a stage may read their finished engine runs
+    # instead of computing them again (RunProfile.reuse_from); newest first
+    earlier = [str(sdir / f"attempt-{a.n}") for a in sorted(attempts, key=lambda a: -a.n) if a.key == task.key]
+    cfg = {**(task.stage_cfg or {}), EARLIER_ATTEMPTS: earlier}
     pid, tick = os.getpid(), pid_start_tick(os.getpid())
 
     while True:
@@ -167,7 +171,7 @@ def _run_stage(task: StageTask, started: list[int]) -> TaskResult:
         started.append(n)
         t0 = time.perf_counter()
         try:
-            outcome = fn(structure, task.stage_cfg or {}, task.profile, adir, previous)
+            outcome = fn(structure, cfg, task.profile, adir, previous)
         except Exception as exc:  # a bug or an engine crash: recorded, never swallowed silently
             outcome = StageOutcome(ok=False, failure_code="crash", message=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
         att.ended, att.wall_s = _now(), round(time.perf_counter() - t0, 3)

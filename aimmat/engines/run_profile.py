@@ -19,6 +19,7 @@ RUN_FIELDS = {
     "launcher": "launcher",
     "walltime_s": "walltime_s",
     "min_free_mem_mb": "min_free_mem_mb",
+    "reuse_from": "reuse_from",  # set by stages at run time, never by a manifest
 }
 
 
@@ -38,6 +39,11 @@ class RunProfile:
         Wall-clock budget of one run (s); pw.x stops itself at 0.95 of it.
     min_free_mem_mb : float
         Wait before launching until this much memory is available (MB).
+    reuse_from : tuple of str
+        Folders of the same run in earlier attempts of the same stage key
+        (an interrupted apply's converge ladder or elastic cells): a run
+        there that finished with the same input file is read instead of
+        computed again (``aimmat.engines.qe.execute.reuse_finished``).
     """
 
     command: str = "pw.x"
@@ -45,6 +51,7 @@ class RunProfile:
     launcher: str = "mpirun --allow-run-as-root -np {ranks}"
     walltime_s: float = 3600
     min_free_mem_mb: float = 0.0
+    reuse_from: tuple[str, ...] = ()
 
     @classmethod
     def from_profile(cls, d: dict) -> RunProfile:
@@ -55,6 +62,8 @@ class RunProfile:
         for key in ("walltime_s", "min_free_mem_mb"):
             if key in kw:
                 kw[key] = float(kw[key])
+        if "reuse_from" in kw:
+            kw["reuse_from"] = tuple(str(x) for x in kw["reuse_from"])
         return cls(**kw)
 
     def argv(self, input_name: str = "pw.in") -> list[str]:

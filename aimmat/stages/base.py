@@ -1,6 +1,7 @@
 """Stage functions share one shape (``StageFn``): (structure, config, engine
 profile, attempt folder, previous attempt's outcome) -> StageOutcome. They
-never touch records. Which function runs a stage is data in the stage
+never touch records. The config is the stage's manifest block plus what
+resolve and the runner add (``EARLIER_ATTEMPTS``). Which function runs a stage is data in the stage
 table (``aimmat.manifest.stage_table``): ``"module:function"``."""
 
 from __future__ import annotations
@@ -20,6 +21,18 @@ class StageOutcome:
     output_present: bool = False
     retryable: bool = False
     next_intervention: str | None = None  # what the next attempt will change
+
+
+EARLIER_ATTEMPTS = "earlier_attempts"  # cfg entry the runner adds: this key's earlier attempt folders, newest first
+
+
+def reuse_sources(cfg: dict, attempt_dir: Path, run_dir: Path) -> list[str]:
+    """Where the run in ``run_dir`` (a folder inside the attempt folder
+    ``attempt_dir``) lies in this stage's earlier attempts under the same
+    key: an interrupted converge ladder or elastic stage reads the runs that
+    finished there (``RunProfile.reuse_from``) instead of computing them again."""
+    rel = Path(run_dir).relative_to(attempt_dir)
+    return [str(Path(d) / rel) for d in cfg.get(EARLIER_ATTEMPTS) or () if (Path(d) / rel).is_dir()]
 
 
 class StageFn(Protocol):

@@ -30,7 +30,7 @@ from aimmat.engines.qe.inputs import kmesh
 from aimmat.engines.run_profile import RunProfile
 from aimmat.identity import structure_sha256
 from aimmat.runtime import slots
-from aimmat.stages.base import StageOutcome
+from aimmat.stages.base import StageOutcome, reuse_sources
 from aimmat.stages.relax import run_engine_task
 
 GPA_PER_KBAR = 0.1
@@ -72,12 +72,16 @@ class _Ladder:
             prof.update(occupations="smearing", degauss_ry=degauss)
         return prof
 
-    @staticmethod
-    def run_task(task: str, cell, prof: dict, folder: Path, kpts) -> StageOutcome:
-        """One run with its retry ladder, up to ATTEMPTS_PER_POINT attempts (``folder/a<n>``)."""
+    def run_task(self, task: str, cell, prof: dict, folder: Path, kpts) -> StageOutcome:
+        """One run with its retry ladder, up to ATTEMPTS_PER_POINT attempts
+        (``folder/a<n>``); a run an interrupted attempt of this stage finished
+        with the same input is read, not run again (the ladder is deterministic,
+        so the same point has the same folder)."""
         prev = out = None
         for attempt in range(1, ATTEMPTS_PER_POINT + 1):
-            out = run_engine_task(task, cell, prof, folder / f"a{attempt}", prev, kpts=kpts)
+            where = folder / f"a{attempt}"
+            out = run_engine_task(task, cell, prof, where, prev, kpts=kpts,
+                                  reuse_from=reuse_sources(self.cfg, self.dir, where))
             if out.ok or not out.retryable:
                 return out
             prev = out

@@ -14,7 +14,8 @@ the structure was not relaxed with these settings: the stage fails with
 ``residual_stress`` and nothing is fitted.
 
 A strained cell that did not converge is never fitted: the attempt fails,
-and the next attempt reruns only the lost cells, each one rung further up the
+and the next attempt reruns only the lost cells (an attempt cut short by a
+stop reads the cells that finished from its folder: ``reuse_sources``), each one rung further up the
 engine's retry ladder (and from its last positions), keeping every cell that
 already converged. All cells of one tensor share the k-mesh of the
 unstrained cell, so the fit sees no mesh change between strains.
@@ -34,7 +35,7 @@ from aimmat.elastic.symmetry import crystal_symmetry
 from aimmat.engines.setting import standard_orientation, stress_to_input_frame
 from aimmat.engines.run_profile import RunProfile
 from aimmat.runtime import slots
-from aimmat.stages.base import StageOutcome
+from aimmat.stages.base import StageOutcome, reuse_sources
 from aimmat.stages.relax import run_engine_task
 
 
@@ -102,7 +103,8 @@ def run_elastic(structure, cfg: dict, profile: dict | None, directory: Path, pre
         prev = StageOutcome(ok=False, outputs=old["state"]) if old else None
         start = work if name == "eq" else Deformation(d).apply_to_structure(work)
         task = "static" if name == "eq" else "relax_ions"
-        out = run_engine_task(task, start, profile, directory / name, prev, kpts=kpts)
+        out = run_engine_task(task, start, profile, directory / name, prev, kpts=kpts,
+                              reuse_from=reuse_sources(cfg, directory, directory / name))
         o = out.outputs
         return {
             "name": name,

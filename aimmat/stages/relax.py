@@ -46,13 +46,15 @@ def next_remedy(engine, result: EngineResult, overrides: dict, profile: dict):
     return engine.remedy(result.failure_code, overrides, profile)
 
 
-def run_engine_task(task: str, structure, profile: dict, directory: Path, previous: StageOutcome | None, kpts=None) -> StageOutcome:
+def run_engine_task(task: str, structure, profile: dict, directory: Path, previous: StageOutcome | None, kpts=None,
+                    reuse_from=()) -> StageOutcome:
     """One engine run with the retry ladder: the previous attempt's outcome
     says which parameter overrides and which start structure come next.
 
     Overrides may carry run fields (``walltime_s``, ``mpi_ranks``) and the
     previous attempt's restart folder (``restart_dir``, pw.x restart files):
-    the engine reads them from the merged profile.
+    the engine reads them from the merged profile. ``reuse_from``: the same
+    run's folders in earlier attempts of the same key (``reuse_sources``).
     """
     engine = get_engine(profile)
     overrides, start = {}, None
@@ -67,7 +69,8 @@ def run_engine_task(task: str, structure, profile: dict, directory: Path, previo
             start = previous.outputs.get("start_structure")
         if start:
             structure = Structure.from_dict(start)
-    result = engine.run(structure, {**profile, **overrides}, task, directory, kpts=kpts)
+    params = {**profile, **overrides, **({"reuse_from": list(reuse_from)} if reuse_from else {})}
+    result = engine.run(structure, params, task, directory, kpts=kpts)
     outputs = summarize(result) if result.energy_ev is not None and result.structure else {}
     if result.structure and "structure" not in outputs:
         outputs["structure"] = result.structure

@@ -156,6 +156,10 @@ def _synthetic(tmp_path, bench):
     _pw(d0 / "converge" / "attempt-1" / "p00" / "eq" / "a1", "     PWSCF        :   1m30.00s CPU   1m40.00s WALL", ranks=2)
     _pw(d4 / "elastic" / "attempt-1" / "cell-00", "     PWSCF        :   1h 0m CPU   1h 0m WALL")
     _pw(d4 / "relax" / "attempt-1", None, wall_s=20.0)
+    # a fourth, read back from the first by a resumed attempt: not a call, no core time
+    _pw(d0 / "converge" / "attempt-2" / "p00" / "eq" / "a1", "     PWSCF        :   1m30.00s CPU   1m40.00s WALL", ranks=2)
+    reused = d0 / "converge" / "attempt-2" / "p00" / "eq" / "a1" / "run.json"
+    reused.write_text(json.dumps({**json.loads(reused.read_text()), "reused_from": "attempt-1/p00/eq/a1"}))
     return camp, m
 
 
@@ -181,7 +185,7 @@ def test_summary_counts_a_synthetic_campaign(bench, tmp_path):
         "generated-3/g2-00003 (MgO): converge: pending",
     ]
     assert s["per_set"]["generated-2"]["shortlisted"] == 2 and s["per_set"]["generated-3"]["shortlisted"] == 3
-    assert (s["pw_calls"], s["pw_no_wall_line"]) == (3, 1)
+    assert (s["pw_calls"], s["pw_no_wall_line"], s["pw_reused"]) == (3, 1, 1)
     assert s["core_hours"] == pytest.approx((200 + 3600 + 20) / 3600)
     assert s["core_hours_per_validated_tensor"] == pytest.approx((200 + 3600 + 20) / 3600)
     assert s["core_hours_per_elastic_ready"] == pytest.approx((200 + 3600 + 20) / 3600 / 2)

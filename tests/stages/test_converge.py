@@ -27,7 +27,7 @@ class ModelEngine:
         self.metallic, self.pulay, self.kerr, self.smear, self.fail_at = metallic, pulay, kerr, smear, fail_at
         self.calls, self.relaxes, self.cells, self.relax_fails = [], [], [], False
 
-    def __call__(self, task, structure, profile, directory, previous, kpts=None):
+    def __call__(self, task, structure, profile, directory, previous, kpts=None, reuse_from=()):
         ecut, nk, d = profile["ecutwfc_ry"], kpts[0], profile.get("degauss_ry") or 0.0
         if task == "relax":  # the probe relaxation: a 2% larger cell, the same shape
             self.relaxes.append((ecut, tuple(kpts), d, structure.volume))

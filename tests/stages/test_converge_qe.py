@@ -101,3 +101,46 @@ def test_semicore_oxide_cutoff_from_the_ladder(tmp_path):
         run = {**prof, "ecutwfc_ry": e, "ecutrho_ry": None, "kspacing_per_a": ch["kspacing_per_a"]}
         p[e] = run_engine_task("static", mgo, run, tmp_path / f"e{e}", None).outputs["pressure_gpa"] * 10
     assert abs(p[ch["ecutwfc_ry"]] - p[ch["ecutwfc_ry"] + 30]) < 1.0
+
+
+def test_an_interrupted_converge_resumes_without_repeating_finished_runs(tmp_path, cli):
+    """SIGTERM to apply in the middle of the ladder, then apply again: the
+    second attempt reads every run the first one finished (same input file,
+    same key) and launches pw.x only for the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = _campaign(tmp_path, {"Si": si()},
+                     {"pseudo": {"family": "debian", "files": {"Si": "Si.pbe-rrkj.UPF"}}, "ecutwfc_ry": 12,
+                      "kspacing_per_a": 0.5})
+    m = yaml.safe_load(path.read_text())
+    m["stages"] = {"converge": CONVERGE}
+    path.write_text(yaml.safe_dump(m))
+    first = tmp_path / "camp/q/1-element/Si/converge/attempt-1"
+    proc = subprocess.Popen([sys.executable, "-m", "aimmat.cli.main", "apply", str(path), "-q", "--jobs", "1"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(first.rglob("run.json"))) < 4:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=60)
+    finished = {p.parent.relative_to(first) for p in first.rglob("run.json")
+                if not json.loads(p.read_text()).get("timed_out")}
+    assert len(finished) >= 4
+    code, _, err = cli("apply", path, "-q")
+    assert code == 0, err
+    conv = _rec(tmp_path, "1-element/Si/converge")
+    assert conv["status"] == "done" and len(conv["attempts"]) == 2
+    second = first.parent / "attempt-2"
+    reused = {p.parent.relative_to(second): json.loads(p.read_text()) for p in second.rglob("run.json")
+              if "reused_from" in json.loads(p.read_text())}
+    assert set(reused) == finished  # every finished run read back, nothing else
+    for rel, facts in reused.items():
+        assert facts["reused_from"] == str(first / rel)
+        assert (second / rel / "pw.out").read_text() == (first / rel / "pw.out").read_text()
+    launched = [p for p in second.rglob("run.json") if "reused_from" not in json.loads(p.read_text())]
+    assert len(launched) >= 1  # the ladder went on past the interruption

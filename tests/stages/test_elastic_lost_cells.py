@@ -18,7 +18,7 @@ EMT = {"kind": "emt", "fmax_ev_per_a": 0.05, "max_steps": 100, "optimizer": "FIR
 def _losing(names):
     real = elastic_stage.run_engine_task
 
-    def run(task, structure, profile, directory, previous, kpts=None):
+    def run(task, structure, profile, directory, previous, kpts=None, reuse_from=()):
         if directory.name in names:  # an engine crash without remedy, e.g. a node that died
             return StageOutcome(ok=False, failure_code="nonzero_exit", message="test: lost", retryable=False)
         return real(task, structure, profile, directory, previous, kpts=kpts)

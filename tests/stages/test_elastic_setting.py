@@ -81,7 +81,7 @@ def test_cells_of_a_previous_attempt_in_another_frame_are_not_reused(tmp_path, m
     calls = []
     real = elastic_stage.run_engine_task
 
-    def count(task, structure, profile, directory, previous, kpts=None):
+    def count(task, structure, profile, directory, previous, kpts=None, reuse_from=()):
         calls.append(directory.name)
         return real(task, structure, profile, directory, previous, kpts=kpts)
 

@@ -33,6 +33,12 @@ def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a non-interactive shell starts a background job
 
 
+def _default_sigint():
+    # as a terminal starts a foreground job, whatever this test process inherited
+    # (run in the background itself, it may have SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("jobs, how", [
     ("1", "ctrl-c"),  # SIGINT to the whole foreground group, as a terminal sends it
     ("2", "ctrl-c"),
@@ -51,26 +57,31 @@ def test_ctrl_c_ends_running_pw_and_launches_no_other(tmp_path, jobs, how):
     path.write_text(yaml.safe_dump(m))
     proc = subprocess.Popen([sys.executable, "-m", "aimmat.cli.main", "apply", str(path), "-q", "--jobs", jobs],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=_ignore_sigint if how == "background" else None)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (pids.exists() and len(pids.read_text().split()) >= 2):
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    started = [int(p) for p in pids.read_text().split()]
-    assert len(started) == 2 and all(_alive(p) for p in started)
-    if how == "background":
-        os.kill(proc.pid, signal.SIGINT)
-        time.sleep(3)
-        assert proc.poll() is None and all(_alive(p) for p in started), "an ignored SIGINT stopped apply"
-    t0 = time.monotonic()
-    if how == "ctrl-c":
-        os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C: the whole foreground group
-    else:
-        os.kill(proc.pid, signal.SIGTERM)
-    out, err = proc.communicate(timeout=45)
-    took = time.monotonic() - t0
-    assert proc.returncode == 130, err
-    assert took < 30, f"apply took {took:.0f} s to stop"  # the fake pw.x would run 60 s
-    assert "run `aimmat apply` again to resume" in err
-    assert not any(_alive(p) for p in started), "a pw.x outlived the interrupted apply"
-    assert sorted(int(p) for p in pids.read_text().split()) == sorted(started)  # none launched after Ctrl-C
+                            preexec_fn=_ignore_sigint if how == "background" else _default_sigint)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (pids.exists() and len(pids.read_text().split()) >= 2):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        started = [int(p) for p in pids.read_text().split()]
+        assert len(started) == 2 and all(_alive(p) for p in started)
+        if how == "background":
+            os.kill(proc.pid, signal.SIGINT)
+            time.sleep(3)
+            assert proc.poll() is None and all(_alive(p) for p in started), "an ignored SIGINT stopped apply"
+        t0 = time.monotonic()
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C: the whole foreground group
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=45)
+        took = time.monotonic() - t0
+        assert proc.returncode == 130, err
+        assert took < 30, f"apply took {took:.0f} s to stop"  # the fake pw.x would run 60 s
+        assert "run `aimmat apply` again to resume" in err
+        assert not any(_alive(p) for p in started), "a pw.x outlived the interrupted apply"
+        assert sorted(int(p) for p in pids.read_text().split()) == sorted(started)  # none launched after Ctrl-C
+    finally:  # a failed assertion must not leave an apply (and its fake pw.x) running
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()

@@ -180,17 +180,16 @@ def _probe_relax(lad: _Ladder, ecut, rho, spacing: float, degauss) -> str:
     there."""
     kpts = kmesh(lad.structure, {"kspacing_per_a": spacing})
     out = lad.run_task("relax", lad.structure, lad.profile_at(ecut, rho, spacing, degauss), lad.dir / "probe-relax", kpts)
-    last = out.outputs.get("structure")
+    relaxed = Structure.from_dict(out.outputs["structure"]) if out.outputs.get("structure") else None
     # a relaxation stopped at its walltime after moving the cell (a generated molecular crystal's
     # flat landscape takes tens of BFGS steps) is nearer equilibrium than where it began: its last
     # cell is the probe, and the relax stage goes on from there instead of walking the same path again
-    stopped = (not out.ok and out.failure_code == "out_of_walltime" and last is not None
-               and structure_sha256(Structure.from_dict(last)) != structure_sha256(lad.structure))
-    if not (out.ok and last) and not stopped:
+    stopped = (not out.ok and out.failure_code == "out_of_walltime" and relaxed is not None
+               and structure_sha256(relaxed) != structure_sha256(lad.structure))
+    if not (out.ok and relaxed is not None) and not stopped:
         lad.probe = {"ok": False, "failure_code": out.failure_code, "message": out.message, "kpoints": list(kpts)}
         return (f"probe cell: vc-relax at {ecut} Ry on mesh {list(kpts)} failed ({out.failure_code}); "
                 "the k ladder runs on the input cell")
-    relaxed = Structure.from_dict(last)
     lad.probe = {"ok": True, "converged": not stopped, "kpoints": list(kpts),
                  "volume_change": round(relaxed.volume / lad.structure.volume - 1, 5),
                  "pressure_gpa": out.outputs.get("pressure_gpa"), "structure": relaxed.as_dict()}

@@ -1,7 +1,7 @@
 """The converge stage on metals with the default profile: is C44 converged?
 
-For fcc Al (Debian's LDA VBC) and ferromagnetic fcc Ni (pslibrary 1.0.0 PBE
-PAW from Debian's folder, spin from ``spin: auto``) the converge stage runs with its
+For fcc Al (Debian's LDA VBC) and ferromagnetic fcc Ni (pslibrary 0.1 PBEsol
+ultrasoft from Debian's folder, spin from ``spin: auto``) the converge stage runs with its
 default tolerances on the default qe profile, then C44 is probed at the
 chosen settings and on a mesh twice as dense (twice the k-points: the
 k-spacing divided by 2^(1/3), same cutoff and smearing; twice per direction,
@@ -43,10 +43,29 @@ METALS = {
     # name: (structure, pseudo files, profile overrides); a at the functional's equilibrium (no residual pressure)
     "al": (fcc("Al", 3.98), {"Al": "Al.pz-vbc.UPF"}, {}),
     # Debian's Ni.pbe-nd-rrkjus (the family's PBE pick) is not used: its pressure oscillates by 2-4 kbar with
-    # the cutoff up to 100 Ry (README), so the 0.5 kbar ladder ends not_converged_settings with it
-    "ni": (fcc("Ni", 3.52), {"Ni": "Ni.pbe-spn-kjpaw_psl.1.0.0.UPF"}, {"spin": "auto"}),
+    # the cutoff up to 100 Ry (README), so the 0.5 kbar ladder ends not_converged_settings with it. pslibrary's
+    # 3d-only ultrasoft PBEsol file (10 electrons, suggested 41 / 236 Ry) costs a fraction of the 18-electron
+    # PAW one (75 / 476 Ry); a = 3.46 A is its ferromagnetic equilibrium (13.6 kbar at 3.45 A, 14^3, 45 Ry).
+    "ni": (fcc("Ni", 3.46), {"Ni": "Ni.pbesol-n-rrkjus_psl.0.1.UPF"}, {"spin": "auto"}),
 }
 
+
+
+
+def two_site(symbol_a: str, symbol_b: str, a: float, frac: float) -> Structure:
+    """Primitive fcc cell (cubic axes as above) with a second site at (frac, frac, frac): diamond 1/4, rock salt 1/2."""
+    cell = fcc(symbol_a, a)
+    cell.append(symbol_b, [frac] * 3)
+    return cell
+
+
+# gapped cubic crystals for the insulator k-ladder start (bench/converge_kstart.py): Debian's LDA files of the
+# campaign bench's palette, lattice constants near their LDA equilibrium
+INSULATORS = {
+    "si": (two_site("Si", "Si", 5.40, 0.25), {"Si": "Si.pz-vbc.UPF"}, {}),
+    "mgo": (two_site("Mg", "O", 4.17, 0.5), {"Mg": "Mg.pz-n-vbc.UPF", "O": "O.pz-rrkjus.UPF"}, {}),
+}
+CRYSTALS = {**METALS, **INSULATORS}
 
 DENSER = 2 ** (1 / 3)  # spacing divisor: twice the k-points
 
@@ -65,7 +84,7 @@ def c44_gpa(row: dict, gamma: float) -> float:
 
 def converge_and_check(name: str, directory: Path, **cfg_over) -> dict:
     """Run the converge stage with default settings on ``name``, then C44 at the choice and at a mesh twice as dense."""
-    structure, files, over = METALS[name]
+    structure, files, over = CRYSTALS[name]
     prof = default_profile(files, **over)
     cfg = ConvergeStage(profile="qe", **cfg_over).model_dump()
     t0 = time.perf_counter()

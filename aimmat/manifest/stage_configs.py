@@ -106,6 +106,11 @@ class ConvergeStage(Strict):
     ecutwfc_start_ry: float = bounded(
         30.0, gt=0, le=1000, description="First cutoff when neither the profile nor the pseudopotential family gives one (Ry).")
     ecutwfc_max_ry: float = bounded(160.0, gt=0, le=1000, description="Largest cutoff tried (Ry): no convergence below it ends not_converged_settings.")
+    kspacing_start_per_a: float = bounded(
+        0.5, gt=0, le=5, description="First spacing of the k ladder for a cell with a gap (1/A) where it is coarser than the profile's "
+                                     "kspacing_per_a: the ladder walks denser until a step moves nothing beyond the tolerances, so "
+                                     "a gapped cell that settles on a coarse mesh (a molecular crystal's flat bands) is not "
+                                     "computed on the profile's mesh in every strained cell; metals start at kspacing_metal_per_a.")
     kspacing_factor: float = bounded(0.75, gt=0.3, lt=1, description="Each k-ladder step multiplies the spacing by this.")
     kspacing_min_per_a: float = bounded(0.03, gt=0, le=5, description="Densest spacing tried (1/A): fcc Al at degauss 0.01 Ry settles only when 43^3 is confirmed by 58^3 (0.047/A).")
     degauss_ladder_ry: list[Annotated[float, Field(gt=0, le=1)]] = Field(

@@ -201,10 +201,18 @@ def _probe_relax(lad: _Ladder, ecut, rho, spacing: float, degauss) -> str:
             "the k ladder runs on it")
 
 
+def _one_mesh(lad: _Ladder, spacings: list[float], limit: str | None) -> str:
+    """Why a k ladder of fewer than two meshes is not run."""
+    if not spacings:
+        return f"k-points: {limit}"
+    return (f"k-points: only mesh {list(kmesh(lad.structure, {'kspacing_per_a': spacings[0]}))} fits, nothing to judge it "
+            f"against; the next {limit or 'is denser than kspacing_min_per_a'}")
+
+
 def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss) -> tuple[dict | None, str]:
     spacings, limit = _spacings(lad.structure, start, lad.cfg, lad.sheared)
-    if not spacings:
-        return None, f"k-points: {limit}"
+    if len(spacings) < 2:  # one mesh cannot be judged against the next: no run that could not settle anything
+        return None, _one_mesh(lad, spacings, limit)
     prev = lad.point("kspacing", ecut, rho, spacings[0], degauss)
     for sp in spacings[1:]:
         row = lad.point("kspacing", ecut, rho, sp, degauss)
@@ -267,10 +275,18 @@ def run_converge(structure, cfg: dict, profile: dict | None, directory: Path, pr
             prev = row
         if ecut is None:
             return _not_converged(lad, why, f"cutoff not converged up to {ecuts[-1]} Ry (ecutwfc_max_ry {cfg['ecutwfc_max_ry']})")
-        if cfg.get("probe_relax", True):
-            why.append(_probe_relax(lad, ecut, rho(ecut), sp_cut, degauss0))
         # 2. k-spacing (metals: from the metal spacing), 3. smearing for metals
-        start = profile.get("kspacing_metal_per_a") if metallic and profile.get("kspacing_metal_per_a") else sp0
+        if metallic and profile.get("kspacing_metal_per_a"):
+            start = profile["kspacing_metal_per_a"]
+        else:  # a gapped cell: from the coarser of the profile's spacing and the ladder's start
+            start = max(sp0, cfg.get("kspacing_start_per_a") or sp0)
+        if cfg.get("probe_relax", True):
+            # a k ladder that cannot take two steps under max_kpoints on this cell ends here, before the
+            # probe relaxation (a metal's probe can take its three walltimes); judged again on the probe cell
+            spacings, limit = _spacings(lad.structure, start, cfg, lad.sheared)
+            if len(spacings) < 2:
+                return _not_converged(lad, why, f"{_one_mesh(lad, spacings, limit)} (on the input cell, before the probe relaxation)")
+            why.append(_probe_relax(lad, ecut, rho(ecut), sp_cut, degauss0))
         ladder = [d for d in cfg["degauss_ladder_ry"]] if metallic and cfg["degauss_ladder_ry"] else [degauss0]
         results = []
         for d in ladder:

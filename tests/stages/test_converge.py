@@ -123,9 +123,36 @@ def test_insulator_uses_one_width_and_no_metal_spacing(monkeypatch, tmp_path):
     assert out.ok and out.outputs["chosen"]["metallic"] is False
     assert {c[2] for c in eng.calls} == {0.02}
     k_rows = [r for r in out.outputs["table"] if r["ladder"] == "kspacing"]
-    # the ladder starts at the insulator spacing, not the metal one
-    assert k_rows[0]["kspacing_per_a"] == pytest.approx(0.25)
+    # the ladder starts at kspacing_start_per_a (coarser than the profile's 0.25), not at the metal spacing,
+    # and walks denser by kspacing_factor; the choice is still the first point the next one confirms
+    assert k_rows[0]["kspacing_per_a"] == pytest.approx(0.5)
+    assert k_rows[1]["kspacing_per_a"] == pytest.approx(0.375)
     assert 0.15 not in {r["kspacing_per_a"] for r in out.outputs["table"]}
+    nk = [r["kpoints"][0] for r in k_rows]
+    i = next(j for j in range(len(nk) - 1) if 8 / nk[j] ** 2 - 8 / nk[j + 1] ** 2 < 0.05)
+    assert out.outputs["chosen"]["kspacing_per_a"] == k_rows[i]["kspacing_per_a"] and i == len(k_rows) - 2
+    # a profile spacing coarser than the start is where the ladder starts
+    out = _run(monkeypatch, tmp_path / "coarse", ModelEngine(metallic=False), kspacing_start_per_a=0.2)
+    assert [r for r in out.outputs["table"] if r["ladder"] == "kspacing"][0]["kspacing_per_a"] == pytest.approx(0.25)
+
+
+def test_a_k_ladder_with_one_affordable_mesh_stops_before_running_it(monkeypatch, tmp_path):
+    """A mesh cannot be judged without the next one: when only the first fits under max_kpoints the
+    candidate ends not_converged_settings without the run (a metal's first mesh costs tens of minutes)."""
+    al = _al()
+    first = conv.kmesh(al, {"kspacing_per_a": 0.15})
+    cap = conv.irreducible_kpoints(conv._sheared(al, 0.01), first)
+    eng = ModelEngine()
+    out = _run(monkeypatch, tmp_path, eng, max_kpoints=cap)
+    assert out.failure_code == "not_converged_settings"
+    assert f"only mesh {list(first)} fits" in out.message and f"above max_kpoints {cap}" in out.message
+    assert not [r for r in out.outputs["table"] if r["ladder"] == "kspacing"]
+    # judged on the input cell before the probe relaxation, which is not run
+    assert "before the probe relaxation" in out.message and not eng.relaxes
+    # without a probe relaxation the ladder itself refuses the single mesh
+    out = _run(monkeypatch, tmp_path / "noprobe", ModelEngine(), max_kpoints=cap, probe_relax=False)
+    assert out.failure_code == "not_converged_settings" and f"only mesh {list(first)} fits" in out.message
+    assert "before the probe" not in out.message and not [r for r in out.outputs["table"] if r["ladder"] == "kspacing"]
 
 
 def test_cutoff_ladder_runs_on_one_coarse_mesh(monkeypatch, tmp_path):

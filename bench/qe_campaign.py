@@ -15,9 +15,13 @@ profile physics (no preset unless --preset; Debian family, the functional
 above), default elastic magnitudes and retry policy. Two resource caps:
 ``walltime_s`` per pw.x run (default 900 s), so that a pathological
 candidate ends as out_of_walltime instead of hanging the benchmark, and the
-converge stage's ``max_kpoints`` (default 3000 irreducible k-points of the
+converge stage's ``max_kpoints`` (default 1000 irreducible k-points of the
 sheared probe), so that a metal whose shear stress needs a denser mesh ends
-not_converged_settings instead of running for hours (fcc Al needs 44^3).
+not_converged_settings instead of running for hours (fcc Al needs 44^3; a
+5-atom generated metal, BCO3, took 21 min per SCF at 1,002 k-points and its
+ladder's next meshes need 1,276 and 2,920): a cost cap, reported as such, not
+a physics verdict; the stage refuses a ladder that cannot take two steps
+under it before its probe relaxation.
 
 It runs ``aimmat apply --jobs 2`` as a subprocess, times it, and reads the
 campaign's records (``<set>/<cand>/candidate.json`` and
@@ -35,7 +39,7 @@ elasticready, screened_out and not_converged_settings totals cross-checked.
 
     .venv/bin/python bench/qe_campaign.py [--count 4] [--top-k 1] [--full] [--workdir DIR]
         [--functional lda] [--palette Al,B,C,Mg,O,Si] [--preset balanced] [--walltime-s 900]
-        [--max-kpoints 3000] [--jobs 2] [--no-prerelax] [--apply-timeout-s S] [--summarize-only] [--json]
+        [--max-kpoints 1000] [--jobs 2] [--no-prerelax] [--apply-timeout-s S] [--summarize-only] [--json]
 
 Default (4 candidates per set, top 1 per set) is sized for about an
 hour on 2 cores (a 2-atom oxide's cutoff ladder alone took ~15 min on a
@@ -67,7 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "manifests" / "checkpoints" / "aimmat-small.pt"
 DEBIAN_PSEUDO = Path("/usr/share/espresso/pseudo")
 DEFAULT_PALETTE = ("Al", "B", "C", "Mg", "O", "Si")  # Debian LDA; O is ultrasoft (ecutrho 8x), affordable with the coarse cutoff mesh
-DEFAULT_MAX_KPOINTS = 3000
+DEFAULT_MAX_KPOINTS = 1000
 CHAIN = ("screen", "converge", "relax", "scf", "elastic")
 ENGINE_STAGES = ("converge", "relax", "scf", "elastic")
 RANK_WEIGHTS = {"log10_k_vrh": 1.0, "log10_g_vrh": 1.0, "uncertainty": -2.0}
@@ -233,6 +237,17 @@ def candidate_class(records: dict, chain=CHAIN) -> tuple[str, str | None]:
     return "pending", None
 
 
+def _last_message(records: dict, cls: str | None) -> str | None:
+    """The message of the last attempt of the stage that failed (``cls`` 'stage: code'), shortened: a cost
+    cap and a physics verdict share the class not_converged_settings and differ only here."""
+    stage = (cls or "").split(":")[0]
+    rec = records.get(stage) or {}
+    if rec.get("status") != "failed" or not rec.get("attempts"):
+        return None
+    msg = " ".join(str(rec["attempts"][-1].get("message") or "").split())
+    return msg if len(msg) <= 200 else msg[:197] + "..."
+
+
 def retries(records: dict) -> tuple[int, int, list[str]]:
     """(records retried, retries that changed the outcome, descriptions) over chain stages."""
     retried, changed, what = 0, 0, []
@@ -298,7 +313,8 @@ def summarize(campaign: Path, manifest: dict) -> dict:
             if shortlisted and state not in ("elasticready", "pass_both"):
                 label = cls or ("converge: pending" if state == "not_shortlisted" else state)
                 formula = c["candidate"].get("formula", "?")
-                out["shortlisted_not_ready"].append(f"{name}/{cid} ({formula}): {label}")
+                why = _last_message(c["records"], cls)
+                out["shortlisted_not_ready"].append(f"{name}/{cid} ({formula}): {label}" + (f" ({why})" if why else ""))
             n_retried, n_changed, what = retries(c["records"])
             per["retried"] += n_retried
             per["retries_changed_outcome"] += n_changed

@@ -81,9 +81,9 @@ def test_pw_wall_line(bench, line, seconds):
 STRUCT = Structure(Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]).as_dict()
 
 
-def _attempt(n, status, code=None):
+def _attempt(n, status, code=None, message=""):
     return {"n": n, "key": "k" * 64, "started": "2026-12-03T00:00:00+00:00", "ended": "2026-12-03T00:01:00+00:00",
-            "status": status, "failure_code": code, "wall_s": 60.0}
+            "status": status, "failure_code": code, "wall_s": 60.0, "message": message}
 
 
 def _record(stage, status="done", code=None, outputs=None, attempts=None):
@@ -141,7 +141,9 @@ def _synthetic(tmp_path, bench):
         _record("relax", attempts=[_attempt(1, "failed", "electronic_not_converged"), _attempt(2, "done")]),
         ok[2], _elastic()])
     _write_candidate(camp, "generated-2", "g1-00001", 2.0, [
-        _screen(True), _record("converge", "failed", "not_converged_settings")])
+        _screen(True), _record("converge", "failed", "not_converged_settings", attempts=[_attempt(
+            1, "failed", "not_converged_settings", "k-points: only mesh [10, 10, 10] fits, nothing to judge it against;\n"
+            "the next mesh [13, 14, 14] would need 1276 k-points for the sheared cell, above max_kpoints 1000")])])
     _write_candidate(camp, "generated-2", "g1-00002", 1.0, [_screen(True)])  # ranked third: not shortlisted
     _write_candidate(camp, "generated-2", "g1-00003", 9.0, [_screen(False, ("charge_neutral", "min_distance"))])
     # generated-3, top_k 3: three passes, all shortlisted; the third never ran (apply stopped)
@@ -180,7 +182,8 @@ def test_summary_counts_a_synthetic_campaign(bench, tmp_path):
     assert (s["retried"], s["retries_changed_outcome"]) == (2, 1)
     assert s["retry_details"] == ["generated-2/g1-00000: relax: electronic_not_converged -> done after 2 attempts"]
     assert sorted(s["shortlisted_not_ready"]) == [
-        "generated-2/g1-00001 (MgO): converge: not_converged_settings",
+        "generated-2/g1-00001 (MgO): converge: not_converged_settings (k-points: only mesh [10, 10, 10] fits, nothing to "
+        "judge it against; the next mesh [13, 14, 14] would need 1276 k-points for the sheared cell, above max_kpoints 1000)",
         "generated-3/g2-00002 (MgO): relax: out_of_walltime",
         "generated-3/g2-00003 (MgO): converge: pending",
     ]

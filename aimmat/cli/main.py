@@ -253,14 +253,16 @@ def model_train(config, out, data_root) -> None:
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--data-root", type=click.Path(file_okay=False), default=_default_data_root,
               help="Reference data folder (default: $AIMMAT_SHARED_DATA, else ../shared/data next to the project).")
-@click.option("-n", "--samples", type=click.IntRange(1, 100000), default=500, show_default=True,
-              help="Structures to generate for the generation metrics.")
+@click.option("-n", "--samples", type=click.IntRange(1, 100000), default=10_000, show_default=True,
+              help="Structures to generate for the generation metrics (CDVAE's protocol: 10,000; fewer are "
+                   "labelled not comparable).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="JSON file to write (default: CHECKPOINT with .eval.json).")
 @click.option("--no-generation", is_flag=True, help="Elastic metrics only.")
-@click.option("--speed-count", type=click.IntRange(1, 1000), default=8, show_default=True,
-              help="Samples for the speed comparison against CDVAE's 5,000-step schedule.")
+@click.option("--speed-count", type=click.IntRange(1, 1000), default=100, show_default=True,
+              help="Samples per schedule for the speed comparison against CDVAE's 5,000-step schedule "
+                   "(fewer than 100 are labelled not comparable).")
 def model_eval(checkpoint, data_root, samples, seed, out, no_generation, speed_count) -> None:
     """Evaluate CHECKPOINT: elastic heads on the held-out split, generation (CDVAE protocol)."""
     from pathlib import Path

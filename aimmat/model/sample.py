@@ -71,6 +71,20 @@ def separate(frac, lattice, species, n_atoms, factor: float, iters: int = 200):
     return frac
 
 
+def separate_structures(structures: list[Structure], factor: float) -> list[Structure]:
+    """``separate`` applied to finished structures (the sampler's post-processing step on its own, so that
+    an evaluation can report validity before and after it on the very same samples)."""
+    if factor <= 0 or not structures:
+        return list(structures)
+    n_atoms = torch.tensor([len(s) for s in structures])
+    species = torch.tensor([site.specie.Z for s in structures for site in s], dtype=torch.long)
+    frac = torch.tensor(np.concatenate([s.frac_coords for s in structures]), dtype=torch.float32)
+    lattice = torch.tensor(np.stack([s.lattice.matrix for s in structures]), dtype=torch.float32)
+    frac = separate(frac, lattice, species, n_atoms, factor).numpy()
+    offs = np.cumsum([0] + n_atoms.tolist())
+    return [Structure(s.lattice, s.species, frac[offs[k]:offs[k + 1]].astype(float)) for k, s in enumerate(structures)]
+
+
 @dataclass
 class Sample:
     structure: Structure

@@ -17,11 +17,7 @@ cell of the elastic stage costs), and the converge wall time, new over old.
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,21 +65,7 @@ def report(name: str, runs: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("crystals", nargs="*", default=sorted(cm.INSULATORS), choices=sorted(cm.INSULATORS))
-    ap.add_argument("--json", type=Path, help="write the full results here")
-    ap.add_argument("--keep", type=Path, help="keep the pw.x folders here (default: a temporary folder)")
-    args = ap.parse_args()
-    if shutil.which("pw.x") is None:
-        sys.exit("pw.x not found")
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        root = args.keep or Path(tmp)
-        for name in args.crystals:
-            results[name] = measure(name, root)
-            print(report(name, results[name]), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    cm.run_bench(__doc__, cm.INSULATORS, sorted(cm.INSULATORS), measure, report)
 
 
 if __name__ == "__main__":

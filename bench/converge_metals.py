@@ -131,23 +131,28 @@ def report(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("metals", nargs="*", default=["al", "ni"], choices=sorted(METALS))
+def run_bench(doc: str, choices, default, measure, show) -> None:
+    """The command line both converge benches share: crystal names, --json, --keep; ``measure(name, folder)``
+    per crystal, ``show(name, result)`` printed as each finishes."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("crystals", nargs="*", default=default, choices=sorted(choices))
     ap.add_argument("--json", type=Path, help="write the full results here")
     ap.add_argument("--keep", type=Path, help="keep the pw.x folders here (default: a temporary folder)")
     args = ap.parse_args()
     if shutil.which("pw.x") is None:
         sys.exit("pw.x not found")
-    results = []
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
-        for m in args.metals:
-            res = converge_and_check(m, root / m)
-            print(report(res), flush=True)
-            results.append(res)
+        for name in args.crystals:
+            results[name] = measure(name, root)
+            print(show(name, results[name]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+
+
+def main() -> None:
+    run_bench(__doc__, METALS, ["al", "ni"], lambda m, root: converge_and_check(m, root / m), lambda m, res: report(res))
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def protocol_dataset(test_specs: list[dict]) -> tuple[str, tuple[float, float], 
     return name, metrics.COV_CUTOFFS[key], path
 
 
-def _gen_reference(ckpt, root: Path):
+def _gen_reference(ckpt, root: Path, test_path: Path):
     """Training structures (as the checkpoint recorded them) and the whole test split (the protocol's reference:
     no row limit, no atom-count filter; the checkpoint's ``limit`` on its test spec only shortened training-time
     checks)."""
@@ -115,9 +115,8 @@ def _gen_reference(ckpt, root: Path):
         if recorded is not None and recorded != digest:
             raise ValueError(f"data file {name} differs from the one the checkpoint was trained on "
                              f"(sha256 {digest[:12]} vs {recorded[:12]})")
-    _, _, test_path = protocol_dataset(cfg["test"])
     test = data.read_cdvae_csv(root / test_path, max_atoms=10**6)
-    return train, [i.structure for i in test], test_path
+    return train, [i.structure for i in test]
 
 
 def reference_fingerprints(structures, test_file: Path, cache_dir: Path | None = None):
@@ -176,7 +175,7 @@ def generation_eval(ckpt, root: Path, n_samples: int, seed: int, speed_count: in
     from aimmat.model.sample import DEFAULT_SCHEDULE, sample, separate_structures
 
     dataset, (s_cut, c_cut), test_path = protocol_dataset(ckpt.meta["config"]["generator"]["test"])
-    train, test, _ = _gen_reference(ckpt, root)
+    train, test = _gen_reference(ckpt, root, test_path)
     train_structs = [i.structure for i in train.items]
     # the model needs an element count per sample: drawn from the training data's histogram (CDVAE samples
     # the count from its prior); disclosed beside the figures

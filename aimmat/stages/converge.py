@@ -201,18 +201,23 @@ def _probe_relax(lad: _Ladder, ecut, rho, spacing: float, degauss) -> str:
             "the k ladder runs on it")
 
 
-def _one_mesh(lad: _Ladder, spacings: list[float], limit: str | None) -> str:
-    """Why a k ladder of fewer than two meshes is not run."""
+def _ladder_spacings(lad: _Ladder, start: float) -> tuple[list[float], str | None, str | None]:
+    """The k ladder's spacings on the current cell, why the list ended early, and why the ladder is refused
+    (None: it can run). One mesh cannot be judged against the next, so fewer than two is a refusal: no run
+    that could not settle anything."""
+    spacings, limit = _spacings(lad.structure, start, lad.cfg, lad.sheared)
     if not spacings:
-        return f"k-points: {limit}"
-    return (f"k-points: only mesh {list(kmesh(lad.structure, {'kspacing_per_a': spacings[0]}))} fits, nothing to judge it "
-            f"against; the next {limit or 'is denser than kspacing_min_per_a'}")
+        return spacings, limit, f"k-points: {limit}"
+    if len(spacings) < 2:
+        return spacings, limit, (f"k-points: only mesh {list(kmesh(lad.structure, {'kspacing_per_a': spacings[0]}))} fits, "
+                                 f"nothing to judge it against; the next {limit or 'is denser than kspacing_min_per_a'}")
+    return spacings, limit, None
 
 
 def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss) -> tuple[dict | None, str]:
-    spacings, limit = _spacings(lad.structure, start, lad.cfg, lad.sheared)
-    if len(spacings) < 2:  # one mesh cannot be judged against the next: no run that could not settle anything
-        return None, _one_mesh(lad, spacings, limit)
+    spacings, limit, refused = _ladder_spacings(lad, start)
+    if refused:
+        return None, refused
     prev = lad.point("kspacing", ecut, rho, spacings[0], degauss)
     for sp in spacings[1:]:
         row = lad.point("kspacing", ecut, rho, sp, degauss)
@@ -283,9 +288,9 @@ def run_converge(structure, cfg: dict, profile: dict | None, directory: Path, pr
         if cfg.get("probe_relax", True):
             # a k ladder that cannot take two steps under max_kpoints on this cell ends here, before the
             # probe relaxation (a metal's probe can take its three walltimes); judged again on the probe cell
-            spacings, limit = _spacings(lad.structure, start, cfg, lad.sheared)
-            if len(spacings) < 2:
-                return _not_converged(lad, why, f"{_one_mesh(lad, spacings, limit)} (on the input cell, before the probe relaxation)")
+            refused = _ladder_spacings(lad, start)[2]
+            if refused:
+                return _not_converged(lad, why, f"{refused} (on the input cell, before the probe relaxation)")
             why.append(_probe_relax(lad, ecut, rho(ecut), sp_cut, degauss0))
         ladder = [d for d in cfg["degauss_ladder_ry"]] if metallic and cfg["degauss_ladder_ry"] else [degauss0]
         results = []

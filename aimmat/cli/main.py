@@ -239,13 +239,16 @@ def _default_data_root() -> str | None:
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Checkpoint file to write.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
               help="Folder of the reference data (default: $AIMMAT_SHARED_DATA, else the config's data_root).")
-def model_train(config, out, data_root) -> None:
+@click.option("--generator-from", type=click.Path(dir_okay=False), default=None,
+              help="Reuse the VAE of this checkpoint (refused unless it was trained from the same generator "
+                   "section, seed and data files) and train the elastic heads only.")
+def model_train(config, out, data_root, generator_from) -> None:
     """Train from CONFIG (YAML): elastic heads (PD and ablation) and the crystal VAE."""
     from pathlib import Path
 
     from aimmat.model import train
 
-    r = train.run(Path(config), Path(out), data_root)
+    r = train.run(Path(config), Path(out), data_root, Path(generator_from) if generator_from else None)
     click.echo(f"{r['path']}  sha256 {r['sha256']}")
 
 

@@ -139,7 +139,8 @@ def _ranking(spec: CampaignSpec, observed: Observed) -> dict:
             p = rec.prediction
             rank = sl.ranks.get(cid, (None, None))[0]
             rows.append({"candidate": cid, "formula": rec.formula, "k_vrh_pred_gpa": p["k_vrh_gpa"],
-                         "g_vrh_pred_gpa": p["g_vrh_gpa"], "spread_dex": round(p["terms"]["uncertainty"], 4),
+                         "g_vrh_pred_gpa": p["g_vrh_gpa"], "uncertainty_dex": round(p["terms"]["uncertainty"], 4),
+                         "uncertainty_source": p.get("uncertainty_source", "ensemble_spread"),
                          "pd_margin_pred_gpa": p["pd_margin_gpa"], "score": round(score(p, cset.rank.weights), 4),
                          "screen": {"eligible": "pass", "ineligible": "fail"}.get(state, "pending"), "rank": rank,
                          "shortlisted": bool(rank is not None and rank <= top_k and not sl.waiting)})

@@ -132,7 +132,8 @@ class RankSpec(Strict):
 
     score = sum of weight x term over: log10_k_vrh, log10_g_vrh (predicted
     VRH moduli, GPa), log10_pd_margin (smallest eigenvalue of the predicted
-    tensor, GPa), uncertainty (ensemble spread of log10 K_VRH, dex).
+    tensor, GPa), uncertainty (dex: the checkpoint's error head's predicted |error| of log10 K_VRH where
+    it has one, else the ensemble spread of log10 K_VRH).
     Only candidates that pass the screen are eligible.
     """
 

@@ -108,3 +108,24 @@ class ElasticHead(nn.Module):
             m = cartesian_to_mandel(irreps_to_cartesian(head(pooled)))
             out.append(make_pd(m, self.floor) if self.pd else (m + m.transpose(-1, -2)) / 2)
         return torch.stack(out) * GPA_UNIT
+
+
+def vrh_torch(voigt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hill bulk and shear moduli of (..., 6, 6) Voigt stiffness tensors, differentiable.
+
+    The same formulas as pymatgen's ``ElasticTensor.k_vrh`` / ``g_vrh`` (a
+    test checks them against it); written out because pymatgen works on
+    numpy arrays and training needs gradients. Valid for positive definite
+    input (the compliance is its inverse).
+    """
+    c = voigt
+    s = torch.linalg.inv(c)
+    d = lambda m, i: m[..., i, i]  # noqa: E731
+    o = lambda m, i, j: m[..., i, j]  # noqa: E731
+    k_v = (d(c, 0) + d(c, 1) + d(c, 2) + 2 * (o(c, 0, 1) + o(c, 1, 2) + o(c, 0, 2))) / 9
+    g_v = (d(c, 0) + d(c, 1) + d(c, 2) - (o(c, 0, 1) + o(c, 1, 2) + o(c, 0, 2))
+           + 3 * (d(c, 3) + d(c, 4) + d(c, 5))) / 15
+    k_r = 1 / (d(s, 0) + d(s, 1) + d(s, 2) + 2 * (o(s, 0, 1) + o(s, 1, 2) + o(s, 0, 2)))
+    g_r = 15 / (4 * (d(s, 0) + d(s, 1) + d(s, 2)) - 4 * (o(s, 0, 1) + o(s, 1, 2) + o(s, 0, 2))
+                + 3 * (d(s, 3) + d(s, 4) + d(s, 5)))
+    return (k_v + k_r) / 2, (g_v + g_r) / 2

@@ -17,7 +17,10 @@ from scipy.stats import spearmanr
 from aimmat.model import data
 from aimmat.model.elastic_head import mandel_to_voigt
 from aimmat.model.graph import from_structures
+from aimmat.model.vae import MAX_ELEMENTS
 
+# the elastic head's goals (issue 14, part 3) on the held-out split of elastic_tensor_2015
+ELASTIC_GOALS = {"mae_log10_kvrh": 0.08, "mae_log10_gvrh": 0.10, "spearman": 0.4}
 PUBLISHED = {"log10_kvrh_mean_predictor": 0.290, "log10_gvrh_mean_predictor": 0.293}
 
 
@@ -31,6 +34,16 @@ def predict_heads(model, structures, bs: int = 32) -> np.ndarray:
     return np.concatenate(out, axis=1)
 
 
+@torch.no_grad()
+def predict_error(model, structures, bs: int = 32) -> np.ndarray:
+    """(B, 2) the error head's predicted typical |error| of log10 K_VRH and log10 G_VRH (dex)."""
+    out = []
+    for i in range(0, len(structures), bs):
+        _, s = model.forward_with_error(from_structures(structures[i:i + bs], model.gnn.cutoff))
+        out.append(torch.exp(s).double().numpy())
+    return np.concatenate(out)
+
+
 def vrh(voigt: np.ndarray) -> tuple[float, float]:
     et = ElasticTensor.from_voigt(voigt)
     return float(et.k_vrh), float(et.g_vrh)
@@ -38,6 +51,45 @@ def vrh(voigt: np.ndarray) -> tuple[float, float]:
 
 def _log10(x: np.ndarray) -> np.ndarray:
     return np.log10(np.clip(x, 1e-2, None))
+
+
+def calibration_bins(pred: np.ndarray, err: np.ndarray, n_bins: int = 5) -> list[dict]:
+    """Test crystals in ``n_bins`` equal-count bins of predicted uncertainty: per bin the mean prediction and
+    the mean observed |error| (dex), the data of a calibration plot."""
+    order = np.argsort(pred, kind="stable")
+    out = []
+    for idx in np.array_split(order, n_bins):
+        if len(idx):
+            out.append({"n": int(len(idx)), "predicted": float(pred[idx].mean()), "observed_mae": float(err[idx].mean())})
+    return out
+
+
+def calibration_figure(metrics: dict, path: Path) -> None:
+    """PNG: observed MAE of log10 K and G per bin of predicted uncertainty, for each uncertainty the model has."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+    for ax, key, name in zip(axes, ("k", "g"), ("log10 K_VRH", "log10 G_VRH")):
+        top = 0.0
+        for label, marker in (("ensemble_spread", "o"), ("error_head", "s")):
+            bins = metrics["calibration"].get(label, {}).get(key)
+            if not bins:
+                continue
+            x = [b["predicted"] for b in bins]
+            y = [b["observed_mae"] for b in bins]
+            top = max(top, *x, *y)
+            ax.plot(x, y, marker=marker, label=label.replace("_", " "))
+        ax.plot([0, top], [0, top], color="grey", lw=0.8, ls="--", label="predicted = observed")
+        ax.set_xlabel(f"predicted uncertainty of {name} (dex)")
+        ax.set_ylabel("observed MAE (dex)")
+        ax.set_title(f"{name}: {metrics['n_test']} held-out crystals, 5 bins", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata={"Software": None})
+    plt.close(fig)
 
 
 def elastic_metrics(model, test_items, train_items) -> dict:
@@ -57,6 +109,15 @@ def elastic_metrics(model, test_items, train_items) -> dict:
     eig_heads = np.linalg.eigvalsh(heads)
     spread = np.std(_log10(np.array([[vrh(c)[0] for c in h] for h in heads])), axis=0)
     rho = spearmanr(spread[ok], err[:, 0]).statistic if ok.sum() > 2 else float("nan")
+    spread_g = np.std(_log10(np.array([[vrh(c)[1] for c in h] for h in heads])), axis=0)
+    calib = {"ensemble_spread": {"k": calibration_bins(spread[ok], err[:, 0]), "g": calibration_bins(spread_g[ok], err[:, 1])}}
+    extra = {"spearman_spread_vs_error_g": float(spearmanr(spread_g[ok], err[:, 1]).statistic) if ok.sum() > 2 else None}
+    if getattr(model, "error", None) is not None:  # the heteroscedastic error head, where the model has one
+        pe = predict_error(model, [i.structure for i in test_items])
+        extra.update({"spearman_error_head_vs_error_k": float(spearmanr(pe[ok, 0], err[:, 0]).statistic),
+                      "spearman_error_head_vs_error_g": float(spearmanr(pe[ok, 1], err[:, 1]).statistic)})
+        calib["error_head"] = {"k": calibration_bins(pe[ok, 0], err[:, 0]), "g": calibration_bins(pe[ok, 1], err[:, 1])}
+    extra["calibration"] = calib
     return {
         "n_test": len(test_items),
         "mae_voigt_gpa": comps,
@@ -70,6 +131,7 @@ def elastic_metrics(model, test_items, train_items) -> dict:
         "nonpositive_kvrh": int((kg_p[:, 0] <= 0).sum()),
         "spearman_spread_vs_error": float(rho),
         "n_heads": int(heads.shape[0]),
+        **extra,
     }
 
 
@@ -179,17 +241,18 @@ def generation_eval(ckpt, root: Path, n_samples: int, seed: int, speed_count: in
     train_structs = [i.structure for i in train.items]
     # the model needs an element count per sample: drawn from the training data's histogram (CDVAE samples
     # the count from its prior); disclosed beside the figures
-    by_k = Counter(min(len(s.composition.elements), 4) for s in train_structs)
+    by_k = Counter(min(len(s.composition.elements), MAX_ELEMENTS) for s in train_structs)  # top class: 5 or more
     total = sum(by_k.values())
     counts = {k: int(round(c / total * n_samples)) for k, c in sorted(by_k.items())}
     counts[max(counts, key=counts.get)] += n_samples - sum(counts.values())
     sampler = {**DEFAULT_SCHEDULE, **ckpt.sampler}
     raw_schedule = {**sampler, "min_separation": 0.0}
+    guidance = ckpt.meta.get("guidance")  # a learning cycle's latent re-weighting: the checkpoint's own generator
     gen, t0 = [], time.perf_counter()
     _say(f"sampling {n_samples} structures ({dataset} protocol, raw: no separation step)")
     for k, n in counts.items():
         if n > 0:
-            gen += [s.structure for s in sample(ckpt.vae, n, k, seed + k, raw_schedule)]
+            gen += [s.structure for s in sample(ckpt.vae, n, k, seed + k, raw_schedule, guidance=guidance)]
     sampling_s = time.perf_counter() - t0
     _say(f"sampled {len(gen)} structures in {sampling_s:.0f} s; fingerprints and metrics (about 0.1-0.2 s per crystal)")
     out = metrics.generation_metrics(gen, test, train_structs, n_eval=PROTOCOL_VALID, seed=seed,
@@ -199,7 +262,10 @@ def generation_eval(ckpt, root: Path, n_samples: int, seed: int, speed_count: in
     out.update({
         "dataset": dataset, "test_split": str(test_path), "cutoffs": {"struct": s_cut, "comp": c_cut},
         "trained_on": sorted(train.files), "schedule": raw_schedule,
-        "conditioning": {"n_elements_from": "training data histogram", "counts": {str(k): n for k, n in counts.items()}},
+        "conditioning": {"n_elements_from": "training data histogram", "counts": {str(k): n for k, n in counts.items()},
+                         "latent_guidance": None if not guidance else {
+                             "proposals": guidance["proposals"], "seek": len(guidance["seek"]),
+                             "avoid": len(guidance["avoid"])}},
         "post_processing": {"min_separation": sampler.get("min_separation", 0.0),
                             "struct_valid": float(np.mean(metrics.structural_validity(post))),
                             "comp_valid": float(np.mean(metrics.compositional_validity(post)))},
@@ -253,6 +319,10 @@ def run(path: Path, *, data_root: Path | None, n_samples: int, seed: int, out: P
         print(f"data root {root} not found: reporting the metrics recorded at training", file=sys.stderr)
     if out is not None:
         out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        if "elastic" in result:
+            fig = out.with_name(out.name.removesuffix(".json").removesuffix(".eval") + ".calibration.png")
+            calibration_figure(result["elastic"], fig)
+            result["calibration_figure"] = str(fig)
     return result
 
 
@@ -267,6 +337,16 @@ def report(r: dict) -> str:
         lines.append(f"  {key:36s} {e[key]:8.3f} {a[key] if a else float('nan'):10.3f} {e[base]:14.3f}")
     for key in ("mae_voigt_mean_gpa", "pd_fraction", "pd_fraction_all_heads", "spearman_spread_vs_error"):
         lines.append(f"  {key:36s} {e[key]:8.3f} {a[key] if a else float('nan'):10.3f}")
+    for key in ("spearman_spread_vs_error_g", "spearman_error_head_vs_error_k", "spearman_error_head_vs_error_g"):
+        if e.get(key) is not None:
+            lines.append(f"  {key:36s} {e[key]:8.3f}")
+    best = max((e.get(k) for k in ("spearman_spread_vs_error", "spearman_error_head_vs_error_k") if e.get(k) is not None),
+               default=float("nan"))
+    lines.append(f"  goals: MAE log10 K <= {ELASTIC_GOALS['mae_log10_kvrh']} ({'met' if e['mae_log10_kvrh'] <= ELASTIC_GOALS['mae_log10_kvrh'] else 'not met'}), "
+                 f"log10 G <= {ELASTIC_GOALS['mae_log10_gvrh']} ({'met' if e['mae_log10_gvrh'] <= ELASTIC_GOALS['mae_log10_gvrh'] else 'not met'}), "
+                 f"Spearman of uncertainty vs log10 K error >= {ELASTIC_GOALS['spearman']} ({'met' if best >= ELASTIC_GOALS['spearman'] else 'not met'})")
+    if r.get("calibration_figure"):
+        lines.append(f"  calibration plot: {r['calibration_figure']}")
     g = r.get("generation")
     if g:
         lines += generation_table(g)
@@ -297,6 +377,10 @@ def generation_table(g: dict) -> list[str]:
     cond = g["conditioning"]
     lines.append(f"  conditioning: element count per sample from the {cond['n_elements_from']} "
                  f"({', '.join(f'{k}: {n}' for k, n in cond['counts'].items())})")
+    lg = cond.get("latent_guidance")
+    if lg:
+        lines.append(f"  latent guidance of a learning cycle: best of {lg['proposals']} prior draws per sample by "
+                     f"{lg['seek']} seek / {lg['avoid']} avoid latents (not CDVAE's prior)")
     for key in ("uniqueness", "novelty", "wdist_density", "wdist_n_elements", "sampling_structures_per_s"):
         if g.get(key) is not None:
             lines.append(f"  {key:28s} {g[key]:8.3f}")

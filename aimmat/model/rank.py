@@ -19,9 +19,13 @@ import numpy as np
 
 def predict(ckpt, structures) -> list[dict]:
     """Per structure: mean Voigt tensor (GPa), per-component spread, VRH moduli, ranking terms."""
-    from aimmat.model.evaluate import predict_heads, vrh
+    from aimmat.model.evaluate import predict_error, predict_heads, vrh
 
-    heads = predict_heads(ckpt.elastic, list(structures))  # (H, B, 6, 6)
+    structures = list(structures)
+    heads = predict_heads(ckpt.elastic, structures)  # (H, B, 6, 6)
+    # the uncertainty term: the error head's predicted |error| of log10 K where the checkpoint has one (it
+    # ranks held-out errors better than the spread of heads that share a trunk), else the ensemble spread
+    err_head = predict_error(ckpt.elastic, structures) if getattr(ckpt.elastic, "error", None) is not None else None
     out = []
     for b in range(heads.shape[1]):
         mean = heads[:, b].mean(0)
@@ -40,8 +44,10 @@ def predict(ckpt, structures) -> list[dict]:
                 "log10_k_vrh": math.log10(max(k, 1e-2)),
                 "log10_g_vrh": math.log10(max(g, 1e-2)),
                 "log10_pd_margin": math.log10(max(margin, 1e-3)),
-                "uncertainty": float(np.std(np.log10(np.clip(k_heads, 1e-2, None)))),
+                "uncertainty": (float(err_head[b, 0]) if err_head is not None
+                                else float(np.std(np.log10(np.clip(k_heads, 1e-2, None))))),
             },
+            "uncertainty_source": "error_head" if err_head is not None else "ensemble_spread",
         })
     return out
 

@@ -18,7 +18,6 @@ the atom count split by largest remainders of the renormalised fractions.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,6 +138,33 @@ def decode_globals(vae: CrystalVAE, z: torch.Tensor, n_elements: int, gens: list
     return n_atoms, species, lattice_from_params(params), cond
 
 
+def guidance_score(z: torch.Tensor, guidance: dict) -> torch.Tensor:
+    """(P,) score of latents ``z`` (P, d): sum of Gaussian kernels around the seek latents minus the
+    same around the avoid latents (width ``bandwidth``, each sum weighted as recorded)."""
+    h2 = 2 * float(guidance["bandwidth"]) ** 2
+    out = torch.zeros(len(z), dtype=z.dtype)
+    for key, sign in (("seek", 1.0), ("avoid", -1.0)):
+        pts = torch.tensor(guidance.get(key) or [], dtype=z.dtype).reshape(-1, z.shape[1])
+        if len(pts):
+            out += sign * torch.exp(-torch.cdist(z, pts) ** 2 / h2).sum(-1)
+    return out
+
+
+def draw_latents(latent_dim: int, gens: list[torch.Generator], guidance: dict | None = None) -> torch.Tensor:
+    """One latent per sample stream. Without guidance: one draw from the prior N(0, I). With a learning
+    cycle's ``guidance`` ({"proposals": P, "bandwidth": h, "seek": [...], "avoid": [...]}): P prior draws
+    from the sample's own stream, and the one ``guidance_score`` ranks first (ties: the first drawn) is
+    kept, so generation leans toward the neighbourhoods of pass_both outcomes and away from failures
+    while sample i still depends only on (checkpoint, seed, i). A discrete importance re-weighting of
+    the prior, written here because the VAE's prior is ours."""
+    p = int(guidance["proposals"]) if guidance else 1
+    out = []
+    for g in gens:
+        props = torch.randn(p, latent_dim, generator=g)
+        out.append(props[0] if p == 1 else props[int(torch.argmax(guidance_score(props, guidance)))])
+    return torch.stack(out)
+
+
 def _sample_generator(seed: int, index: int) -> torch.Generator:
     # one stream per (seed, index): sample i is the same whatever the count,
     # so raising a set's count keeps every candidate generated before
@@ -147,21 +173,23 @@ def _sample_generator(seed: int, index: int) -> torch.Generator:
 
 @torch.no_grad()
 def sample(vae: CrystalVAE, count: int, n_elements: int, seed: int, schedule: dict | None = None,
-           progress=None, indices=None, palette=None) -> list[Sample]:
+           progress=None, indices=None, palette=None, guidance: dict | None = None) -> list[Sample]:
     """Crystals with ``n_elements`` elements (``indices`` defaults to 0 .. count-1).
 
     Sample i depends only on (seed, i): each has its own random stream, and
     samples are always computed in the same fixed chunks of CHUNK indices
     (float sums inside a batch depend on its members, and Langevin dynamics
     amplify such differences). ``palette``: atomic numbers the samples may
-    contain (None: any the model knows).
+    contain (None: any the model knows). ``guidance``: a learning cycle's
+    latent re-weighting (``draw_latents``), recorded in the checkpoint.
     """
     sch = {**DEFAULT_SCHEDULE, **(schedule or {})}
     indices = list(range(count)) if indices is None else [int(i) for i in indices]
     wanted = set(indices)
     found: dict[int, Sample] = {}
     for chunk in sorted({i // CHUNK for i in indices}):
-        for smp in _sample_chunk(vae, list(range(chunk * CHUNK, (chunk + 1) * CHUNK)), n_elements, seed, sch, palette):
+        for smp in _sample_chunk(vae, list(range(chunk * CHUNK, (chunk + 1) * CHUNK)), n_elements, seed, sch, palette,
+                                 guidance):
             if smp.index in wanted:
                 found[smp.index] = smp
         if progress:
@@ -169,12 +197,13 @@ def sample(vae: CrystalVAE, count: int, n_elements: int, seed: int, schedule: di
     return [found[i] for i in indices]
 
 
-def _sample_chunk(vae: CrystalVAE, idx: list[int], n_elements: int, seed: int, sch: dict, palette=None) -> list[Sample]:
+def _sample_chunk(vae: CrystalVAE, idx: list[int], n_elements: int, seed: int, sch: dict, palette=None,
+                  guidance: dict | None = None) -> list[Sample]:
     out: list[Sample] = []
     sigmas = np.geomspace(vae.sigma_max, vae.sigma_min, int(sch["levels"]))
     gens = [_sample_generator(seed, i) for i in idx]
     m = len(idx)
-    z = torch.stack([torch.randn(vae.latent_dim, generator=g) for g in gens])
+    z = draw_latents(vae.latent_dim, gens, guidance)
     n_atoms, species, lattice, cond = decode_globals(vae, z, n_elements, gens, palette)
     sp = torch.as_tensor(np.concatenate(species), dtype=torch.long)
     frac = torch.cat([torch.rand(int(n), 3, generator=g) for g, n in zip(gens, n_atoms)])

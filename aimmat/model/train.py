@@ -21,7 +21,7 @@ import yaml
 
 from aimmat.errors import UsageError
 from aimmat.model import checkpoint, data
-from aimmat.model.elastic_head import GPA_UNIT, voigt_to_mandel
+from aimmat.model.elastic_head import GPA_UNIT, mandel_to_voigt, voigt_to_mandel, vrh_torch
 from aimmat.model.graph import from_structures, lattice_params, structure_edges
 from aimmat.model.vae import CrystalVAE, ElasticPredictor
 from aimmat.model.sample import DEFAULT_SCHEDULE
@@ -69,7 +69,15 @@ def train_elastic(items, split, cfg: dict, seed: int, pd: bool) -> tuple[Elastic
     torch.manual_seed(seed)
     model = ElasticPredictor(**hp)
     graphs = Graphs(items, hp.get("cutoff", 5.0))
-    target = voigt_to_mandel(torch.tensor(np.array([i.voigt for i in items]), dtype=torch.float32)) / GPA_UNIT
+    voigt = torch.tensor(np.array([i.voigt for i in items]), dtype=torch.float32)
+    target = voigt_to_mandel(voigt) / GPA_UNIT
+    # log10 of the reference Hill moduli: the figures a campaign ranks by. A loss on the tensor alone (in
+    # 100 GPa units) lets stiff crystals dominate; ``log_moduli_weight`` adds the mean absolute log10 error
+    # of K_VRH and G_VRH (rows whose reference moduli are not positive get no such term)
+    k_t, g_t = vrh_torch(voigt.double())
+    log_ok = (k_t > 0) & (g_t > 0) & torch.isfinite(k_t) & torch.isfinite(g_t)
+    log_t = torch.stack([k_t, g_t], -1).clamp_min(1e-2).log10().float()
+    w_log = float(cfg.get("log_moduli_weight", 0.0))
     rng = np.random.default_rng(seed)
     n_heads = hp.get("n_heads", 4)
     boot = torch.tensor(rng.poisson(1.0, (n_heads, len(items))), dtype=torch.float32)
@@ -82,16 +90,21 @@ def train_elastic(items, split, cfg: dict, seed: int, pd: bool) -> tuple[Elastic
         model.train()
         t0, tot = time.perf_counter(), 0.0
         for chunk in np.array_split(rng.permutation(split["train"]), max(1, len(split["train"]) // bs)):
-            pred = model(graphs.batch(chunk)) / GPA_UNIT  # (H, B, 6, 6)
+            pred, s_err = model.forward_with_error(graphs.batch(chunk))
+            pred = pred / GPA_UNIT  # (H, B, 6, 6)
             err = ((pred - target[chunk]) ** 2).mean((-1, -2))  # (H, B)
+            if w_log:
+                err = err + w_log * log_moduli_error(pred, log_t[chunk], log_ok[chunk])
             w = boot[:, chunk]
             loss = (err * w).sum() / w.sum().clamp_min(1.0)
+            if s_err is not None:  # Laplace likelihood of the ensemble mean's log10 K / G residuals (detached)
+                loss = loss + error_nll(pred.detach().mean(0), s_err, log_t[chunk], log_ok[chunk])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             tot += float(loss.detach()) * len(chunk)
-        val = evaluate_loss(model, graphs, target, split["val"])
+        val = evaluate_loss(model, graphs, target, split["val"], log=(log_t, log_ok, w_log))
         history.append({"epoch": epoch, "train": tot / len(split["train"]), "val": val})
         if val < best:
             best, best_state = val, copy.deepcopy(model.state_dict())
@@ -102,13 +115,35 @@ def train_elastic(items, split, cfg: dict, seed: int, pd: bool) -> tuple[Elastic
     return model, hp, history
 
 
+def log_moduli_error(pred_mandel: torch.Tensor, log_true: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """(H, B) sum of |log10 K_pred - log10 K_true| and the same for G; zero where ``ok`` is false."""
+    k, g = vrh_torch(mandel_to_voigt(pred_mandel.double() * GPA_UNIT))
+    logp = torch.nan_to_num(torch.stack([k, g], -1), nan=1e-2).clamp_min(1e-2).log10().float()
+    return ((logp - log_true).abs().sum(-1)) * ok.float()
+
+
+def error_nll(mean_mandel: torch.Tensor, s_err: torch.Tensor, log_true: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """Mean Laplace negative log-likelihood |r| / exp(s) + s of the residuals r of log10 K and log10 G, with
+    s the error head's (B, 2) output: it learns which crystals the tensor head gets wrong."""
+    k, g = vrh_torch(mandel_to_voigt(mean_mandel.double() * GPA_UNIT))
+    logp = torch.nan_to_num(torch.stack([k, g], -1), nan=1e-2).clamp_min(1e-2).log10().float()
+    r = (logp - log_true).abs().clamp_min(1e-4)
+    nll = (r / torch.exp(s_err) + s_err) * ok.float()[:, None]
+    return nll.sum() / (2 * ok.float().sum()).clamp_min(1.0)
+
+
 @torch.no_grad()
-def evaluate_loss(model, graphs, target, idx, bs: int = 64) -> float:
+def evaluate_loss(model, graphs, target, idx, bs: int = 64, log=None) -> float:
+    """Validation loss of the ensemble mean: tensor MSE, plus the log-moduli term when ``log`` =
+    (log10 targets, mask, weight) has a non-zero weight (the objective training minimises)."""
     model.eval()
     tot = 0.0
     for chunk in np.array_split(idx, max(1, len(idx) // bs)):
         pred = model(graphs.batch(chunk)).mean(0) / GPA_UNIT
-        tot += float(((pred - target[chunk]) ** 2).mean((-1, -2)).sum())
+        err = ((pred - target[chunk]) ** 2).mean((-1, -2))
+        if log is not None and log[2]:
+            err = err + log[2] * log_moduli_error(pred[None], log[0][chunk], log[1][chunk])[0]
+        tot += float(err.sum())
     return tot / max(1, len(idx))
 
 
@@ -152,7 +187,26 @@ def train_vae(items, cfg: dict, seed: int) -> tuple[CrystalVAE, dict, list]:
     return model, hp, history
 
 
-def run(config_path: Path, out: Path, data_root: str | None = None) -> dict:
+def _generator_from(path: Path, gcfg: dict, seed: int, files: dict) -> tuple[CrystalVAE, dict, list, str]:
+    """The VAE of an earlier checkpoint, refused unless it was trained from the same generator section,
+    seed and data files (so the result is the checkpoint this config would train, minus the wait)."""
+    ck = checkpoint.load(path)
+    old = ck.meta["config"].get("generator")
+    if old != gcfg or ck.meta.get("seed") != seed:
+        raise UsageError(f"--generator-from {path}: its generator section or seed differs from this config's; "
+                         "the generator must be retrained", fix="drop --generator-from")
+    stale = {k: v for k, v in files.items() if ck.meta["data_files"].get(k) != v}
+    if stale:
+        raise UsageError(f"--generator-from {path}: generator data changed since it was trained: {', '.join(stale)}",
+                         fix="drop --generator-from")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    hist = (payload.get("history") or {}).get("vae", [])
+    return ck.vae, payload["vae"]["hparams"], hist, ck.sha256
+
+
+def run(config_path: Path, out: Path, data_root: str | None = None, generator_from: Path | None = None) -> dict:
+    """Train the checkpoint CONFIG describes; ``generator_from``: take the VAE of that checkpoint (same
+    generator section, seed and data) and train the elastic heads only."""
     from aimmat.model.evaluate import elastic_metrics
 
     cfg, root = read_config(config_path, data_root)
@@ -163,13 +217,20 @@ def run(config_path: Path, out: Path, data_root: str | None = None) -> dict:
     eds = data.load(ecfg["data"], root, int(ecfg.get("max_atoms", 24)))
     esplit = data.split(len(eds.items), split_seed)
     _log(f"elastic data: {len(eds.items)} crystals ({', '.join(f'{k} {len(v)}' for k, v in esplit.items())})")
+    reused = None
+    if generator_from is not None:  # checked before any training: a refusal costs nothing
+        gfiles = data.load(gcfg["data"], root, int(gcfg.get("max_atoms", 12))).files
+        vae, vae_hp, vae_hist, reused = _generator_from(Path(generator_from), gcfg, seed, gfiles)
     model, hp, hist = train_elastic(eds.items, esplit, ecfg, seed, pd=True)
     abl = abl_hp = abl_hist = None
     if ecfg.get("ablation", True):
         abl, abl_hp, abl_hist = train_elastic(eds.items, esplit, ecfg, seed, pd=False)
     gds = data.load(gcfg["data"], root, int(gcfg.get("max_atoms", 12)))
     _log(f"generator data: {len(gds.items)} crystals")
-    vae, vae_hp, vae_hist = train_vae(gds.items, gcfg, seed)
+    if reused:
+        _log(f"generator: the VAE of {generator_from} (sha256 {reused[:12]}), not retrained")
+    else:
+        vae, vae_hp, vae_hist = train_vae(gds.items, gcfg, seed)
     test_items = [eds.items[i] for i in esplit["test"]]
     train_items = [eds.items[i] for i in esplit["train"]]
     metrics = {"elastic": elastic_metrics(model, test_items, train_items),
@@ -180,7 +241,8 @@ def run(config_path: Path, out: Path, data_root: str | None = None) -> dict:
         config=cfg, data_files={**eds.files, **gds.files}, split_seed=split_seed, metrics=metrics,
         sampler=dict(cfg.get("sampler", DEFAULT_SCHEDULE)), elastic=model, elastic_hparams=hp, vae=vae,
         vae_hparams=vae_hp, ablation=abl, ablation_hparams=abl_hp,
-        extra={"history": {"elastic": hist, "elastic_ablation": abl_hist, "vae": vae_hist}, "seed": seed})
+        extra={"history": {"elastic": hist, "elastic_ablation": abl_hist, "vae": vae_hist}, "seed": seed,
+               **({"generator_from_sha256": reused} if reused else {})})
     digest = checkpoint.save(payload, out)
     _log(f"wrote {out} (sha256 {digest}) in {time.perf_counter() - t0:.0f} s")
     return {"path": str(out), "sha256": digest, "metrics": metrics}

@@ -41,17 +41,33 @@ def _mlp(dims: list[int]) -> nn.Sequential:
 class ElasticPredictor(nn.Module):
     def __init__(self, *, hidden: str = "24x0e + 8x1o + 8x2e + 4x3o + 4x4e", out: str = "32x0e + 8x2e + 8x4e",
                  lmax: int = 4, n_layers: int = 2, cutoff: float = 5.0, n_heads: int = 4, pd: bool = True,
-                 avg_neighbours: float = 30.0):
+                 avg_neighbours: float = 30.0, error_head: bool = False):
         super().__init__()
         self.gnn = EquivariantGNN(hidden, out, lmax=lmax, n_layers=n_layers, cutoff=cutoff,
                                   avg_neighbours=avg_neighbours)
         self.head = ElasticHead(o3.Irreps(out), n_heads=n_heads, pd=pd)
         self.cutoff = cutoff
+        # optional: predicted log of the typical |error| of log10 K_VRH and log10 G_VRH, from invariants of
+        # the pooled features (a heteroscedastic error model beside the ensemble; invariant by construction)
+        if error_head:  # built under its own seed, so the rest of the model initialises as without it
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                self.error = _mlp([o3.Irreps(out).num_irreps, 32, 2])
+        else:
+            self.error = None
 
     def forward(self, b: Batch) -> torch.Tensor:
         """(H, B, 6, 6) Mandel matrices in GPa."""
         _, out = self.gnn(b)
         return self.head(mean_pool(out, b))
+
+    def forward_with_error(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tensors as ``forward`` and (B, 2) predicted log |error| of log10 K / G (None without the head)."""
+        _, out = self.gnn(b)
+        pooled = mean_pool(out, b)
+        # detached: the error model reads the features and never shapes them (the tensors are the same with it)
+        err = self.error(invariants(pooled.detach(), self.gnn.irreps_out)) if self.error is not None else None
+        return self.head(pooled), err
 
 
 class CrystalVAE(nn.Module):

@@ -160,3 +160,23 @@ def test_head_is_equivariant_for_rotated_features():
     q = torch.diag(w) @ torch.tensor(bond_matrix(r.numpy())) @ torch.diag(1 / w)
     assert torch.allclose(rot, q @ out @ q.T, atol=1e-4)  # GPa; float32 change of basis
     assert not torch.allclose(rot, out, atol=1.0)
+
+
+def test_vrh_torch_matches_pymatgen_and_has_gradients():
+    from pymatgen.analysis.elasticity import ElasticTensor
+
+    from aimmat.model.elastic_head import vrh_torch
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        a = rng.normal(size=(6, 6))
+        c = a @ a.T * 20 + np.eye(6) * 40  # a positive definite, fully anisotropic tensor
+        et = ElasticTensor.from_voigt(c)
+        k, g = vrh_torch(torch.tensor(c, requires_grad=True))
+        assert abs(float(k) - et.k_vrh) < 1e-9 * et.k_vrh and abs(float(g) - et.g_vrh) < 1e-9 * et.g_vrh
+    # isotropic: K = lambda + 2 mu / 3, G = mu exactly (Voigt and Reuss agree)
+    c = mandel_to_voigt(cartesian_to_mandel(isotropic_cartesian(60.0, 30.0))).requires_grad_(True)
+    k, g = vrh_torch(c)
+    assert abs(float(k) - 80.0) < 1e-9 and abs(float(g) - 30.0) < 1e-9
+    (k + g).backward()
+    assert torch.isfinite(c.grad).all() and c.grad.abs().sum() > 0

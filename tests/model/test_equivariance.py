@@ -146,3 +146,27 @@ def test_predictions_on_real_crystals_are_pd(models):
           S.from_spacegroup("P6_3/mmc", Lattice.hexagonal(3.2, 5.2), ["Mg"], [[1 / 3, 2 / 3, 0.25]]), _crystal()]
     for x in xs:
         assert (np.linalg.eigvalsh(_elastic(el, x)).min(-1) > 0).all()
+
+
+def test_error_head_is_invariant_and_the_tensor_still_rotates():
+    from aimmat.model.vae import ElasticPredictor
+    from tests.model.tiny import ELASTIC_HP
+
+    torch.manual_seed(4)
+    model = ElasticPredictor(**ELASTIC_HP, error_head=True).eval()
+    r = Rotation.random(random_state=7).as_matrix()
+    s = _crystal()
+    s2 = _moved(s, r, np.array([0.4, 0.1, -0.9]))
+    with torch.no_grad():
+        t1, e1 = model.forward_with_error(from_structures([s], model.gnn.cutoff))
+        t2, e2 = model.forward_with_error(from_structures([s2], model.gnn.cutoff))
+        assert torch.equal(t1, model(from_structures([s], model.gnn.cutoff)))  # same tensors as forward
+    assert e1.shape == (1, 2) and torch.allclose(e1, e2, atol=1e-5)
+    c1, c2 = mandel_to_voigt(t1).double().numpy()[:, 0], mandel_to_voigt(t2).double().numpy()[:, 0]
+    assert np.abs(np.array([rotate_voigt(c, r) for c in c1]) - c2).max() / np.abs(c2).max() < 1e-4
+    # a rattled crystal gets another error estimate: the head reads the structure
+    s3 = s.copy()
+    s3.perturb(0.3, min_distance=0.2)
+    with torch.no_grad():
+        _, e3 = model.forward_with_error(from_structures([s3], model.gnn.cutoff))
+    assert not torch.allclose(e1, e3, atol=1e-4)

@@ -127,7 +127,7 @@ def test_separation_runs_when_asked(vae, monkeypatch):
 def test_default_schedule_is_filled_in(vae, monkeypatch):
     seen = {}
 
-    def spy(v, idx, k, seed, sch, palette=None):
+    def spy(v, idx, k, seed, sch, palette=None, guidance=None):
         seen.update(sch)
         return [Sample(None, i, []) for i in idx]
 

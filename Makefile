@@ -69,12 +69,18 @@ browser:
 
 demo: setup
 	$(VENV)/bin/aimmat apply manifests/demo.yaml --jobs $(JOBS)
+	@echo; echo "== one learning cycle, CHGNet as the oracle: aimmat model update =="
+	$(VENV)/bin/aimmat model update manifests/demo.yaml
+	$(PY) scripts/demo_cycle.py manifests/demo.yaml campaigns/demo-cycle1.yaml
+	$(VENV)/bin/aimmat apply campaigns/demo-cycle1.yaml --jobs $(JOBS)
 	@echo; echo "== second look: aimmat diff (nothing should be left to do) =="
-	$(VENV)/bin/aimmat diff manifests/demo.yaml --exit-code
+	$(VENV)/bin/aimmat diff campaigns/demo-cycle1.yaml --exit-code
 	@echo; echo "== aimmat status =="
-	$(VENV)/bin/aimmat status manifests/demo.yaml -v
+	$(VENV)/bin/aimmat status campaigns/demo-cycle1.yaml -v
 	@echo; echo "== generated sets: ranking by the model's predicted tensor (top 2 per set went to CHGNet) =="
 	@cat campaigns/demo/manuscript/shortlist.md
+	@echo; echo "== the learning cycle: holdout before / after, shortlist conversion per checkpoint =="
+	@cat campaigns/demo/manuscript/learning.md
 	@echo; echo "Rendered tables, figures and the HTML report (aimmat render manifests/demo.yaml):"
 	@ls campaigns/demo/manuscript campaigns/demo/manuscript/figures
 	@echo "open campaigns/demo/manuscript/report.html; manuscript: campaigns/demo/manuscript/main.md"
@@ -85,7 +91,7 @@ qe-demo: setup
 	$(VENV)/bin/aimmat status manifests/qe-demo.yaml -v
 
 clean-demo:
-	rm -rf campaigns/demo
+	rm -rf campaigns/demo campaigns/demo-cycle1.yaml
 
 # A one-node Slurm cluster on this machine (Debian's slurm-wlm and munge), for
 # tests/apply/test_slurm.py: `make slurm` installs (apt-get, as root) and starts

@@ -48,7 +48,8 @@ class Models:
                     print(f"\rgenerate {_s}: {done}/{total}", end="", file=sys.stderr, flush=True)
 
             samples = sample(ckpt.vae, len(srcs), first.n_elements, first.seed, schedule,
-                             indices=[s.frame for s in srcs], progress=report, palette=self._palette_z())
+                             indices=[s.frame for s in srcs], progress=report, palette=self._palette_z(),
+                             guidance=ckpt.meta.get("guidance"))
             if self.progress:
                 print(file=sys.stderr)
             for s in samples:

@@ -282,6 +282,38 @@ def model_eval(checkpoint, data_root, samples, seed, out, no_generation, speed_c
     click.echo(f"wrote {outp}")
 
 
+@model.command("update")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True, help="Fine-tuning seed (recorded).")
+def model_update(manifest, seed) -> None:
+    """Run MANIFEST's `learning:` cycle: fine-tune the parent's elastic head on the campaign's validated
+    tensors, re-weight generation by its outcomes, keep the hashed holdout out; write
+    <campaign>/learning/<name>/checkpoint.pt and record.json. Unchanged inputs write nothing."""
+    from aimmat.candidates import learning as learn
+
+    spec = _load(manifest)
+    observed = _scan_checked(spec)
+    r = learn.update(spec, observed, seed=seed)
+    lc = spec.manifest.learning
+
+    def fig(d):
+        if not d or not d.get("n"):
+            return "no tensors"
+        return f"log10 K MAE {d['mae_log10_kvrh']:.3f}, log10 G MAE {d['mae_log10_gvrh']:.3f} (n={d['n']})"
+
+    lf = r["learned_from"]
+    click.echo(f"learning cycle {r['name']}: {r['status'].replace('_', ' ')}")
+    click.echo(f"  parent   {r['parent_sha256']}")
+    click.echo(f"  child    {r['child_sha256']}  ({spec.campaign_dir / r['checkpoint']})")
+    click.echo(f"  learned from: {len(lf['tensors'])} tensor(s), {len(lf['seek'])} seek and {len(lf['avoid'])} avoid "
+               f"latent(s); held out: {len(r['holdout'])} candidate(s)")
+    click.echo(f"  holdout before: {fig(r['holdout_before'])}")
+    click.echo(f"  holdout after:  {fig(r['holdout_after'])}")
+    click.echo(f"  training tensors before / after: {fig(r['train_before'])} / {fig(r['train_after'])}")
+    rel = os.path.relpath(spec.campaign_dir / r["checkpoint"], spec.base)
+    click.echo(f"pin it in the manifest:\n  models:\n    {lc.name}:\n      path: {rel}\n      sha256: {r['child_sha256']}")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this in-process)."""
     global _DEBUG

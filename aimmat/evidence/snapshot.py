@@ -98,6 +98,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     screening["palette_for_status"] = palette  # None: the screen's records decide
     screening["ablations"] = _ablations(spec, observed)
     screening["ranking"] = _ranking(spec, observed)
+    screening["learning"] = _learning(spec, observed, screening["ranking"])
     screening["overall"] = block(sum(by_set.values(), Counter()), sum(coverage.values(), Counter()),
                                  sum(failures.values(), Counter()), sum(n_by_set.values()))
     validated = _validated(spec, rows, relaxed)
@@ -148,6 +149,48 @@ def _ranking(spec: CampaignSpec, observed: Observed) -> dict:
         out[cset.name] = {"model": cset.rank_model(), "weights": dict(cset.rank.weights), "top_k": cset.rank.top_k,
                           "waiting": len(sl.waiting), "rows": rows}
     return out
+
+
+def _learning(spec: CampaignSpec, observed: Observed, ranking: dict) -> dict:
+    """Learning cycles (their records under <campaign>/learning/) and, per checkpoint that ranked a set, how
+    its shortlists converted: shortlisted -> elastic-ready -> pass_both, with Wilson intervals (screening
+    scope: the cohort a model sent to DFT). A cycle's child ranking the next shortlist is the "after"."""
+    from aimmat.candidates.learning import records
+
+    cycles = []
+    for r in records(spec.campaign_dir):
+        lf = r.get("learned_from") or {}
+        cycles.append({"name": r.get("name"), "parent_sha256": r.get("parent_sha256"),
+                       "child_sha256": r.get("child_sha256"), "policy_sha256": r.get("policy_sha256"),
+                       "learned_tensors": len(lf.get("tensors", [])), "seek": len(lf.get("seek", [])),
+                       "avoid": len(lf.get("avoid", [])), "holdout": len(r.get("holdout", [])),
+                       "holdout_before": r.get("holdout_before"), "holdout_after": r.get("holdout_after")})
+    by_model: dict[str, dict] = {}
+    for set_name, rk in ranking.items():
+        model = rk["model"]
+        m = by_model.setdefault(model, {"model": model, "checkpoint_sha256": spec.manifest.models[model].sha256.lower(),
+                                        "sets": [], "ranked": 0, "shortlisted": 0, "elasticready": 0, "pass_both": 0})
+        m["sets"].append(set_name)
+        for row in rk["rows"]:
+            m["ranked"] += 1
+            if not row["shortlisted"]:
+                continue
+            m["shortlisted"] += 1
+            cobs = observed.candidates.get((set_name, row["candidate"]))
+            st, _ = candidate_status(cobs, spec.stages)
+            if st == "elasticready":
+                m["elasticready"] += 1
+                m["pass_both"] += bool(cobs.stages["elastic"].outputs.get("pass_both"))
+    for m in by_model.values():
+        n = m["shortlisted"]
+        for k in ("elasticready", "pass_both"):
+            m[f"{k}_rate"] = m[k] / n if n else None
+            ci = wilson_interval(m[k], n)
+            m[f"{k}_wilson95"] = list(ci) if ci else None
+    children = {c["child_sha256"]: c["name"] for c in cycles}
+    for m in by_model.values():
+        m["learned_in_cycle"] = children.get(m["checkpoint_sha256"])
+    return {"cycles": cycles, "shortlist_conversion": list(by_model.values())}
 
 
 def _screen_state(cobs, screened: bool) -> str:

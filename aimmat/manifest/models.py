@@ -219,6 +219,63 @@ class RenderTarget(Strict):
     scope: Literal["public", "screening", "validated"] | None = Field(None, description="If given, must equal the template's declared scope.")
 
 
+OUTCOMES = ("pass_both", "fail_gates", "outputpresentnotconverged", "not_converged_settings", "failed", "screened_out")
+
+
+class LearningSelect(Strict):
+    """Which DFT (or CHGNet) outcomes become training data."""
+
+    sets: list[SafeId] | None = Field(None, max_length=1000, description="Sets whose records are read (default: all).")
+    tensors: list[Literal["pass_both", "pass_pd", "pass_fit_rms"]] = Field(
+        default_factory=lambda: ["pass_both"], min_length=1,
+        description="Fitted elastic tensors that fine-tune the elastic head: those passing these gates.")
+    seek: list[Literal[OUTCOMES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["pass_both"], max_length=6,
+        description="Generated candidates with these outcomes pull generation toward their latents. Outcomes: "
+                    + ", ".join(OUTCOMES) + " (fail_gates: elastic-ready, not pass_both).")
+    avoid: list[Literal[OUTCOMES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["outputpresentnotconverged", "not_converged_settings", "failed", "screened_out"],
+        max_length=6, description="Generated candidates with these outcomes push generation away from their latents "
+                                  "(screened_out: atoms too close, density or charge outside the screen).")
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> "LearningSelect":
+        both = sorted(set(self.seek) & set(self.avoid))
+        if both:
+            raise FieldError(("avoid",), f"{', '.join(both)} also in seek")
+        return self
+
+
+class LearningUpdate(Strict):
+    """How the parent checkpoint becomes the child: the elastic head is fine-tuned, generation re-weighted."""
+
+    epochs: int = bounded(40, ge=1, le=10000, description="Fine-tuning epochs over the learned tensors.")
+    lr: float = bounded(3e-4, gt=0, le=0.1, description="Fine-tuning learning rate (the parent trained at ~3e-3).")
+    log_moduli_weight: float = bounded(1.0, ge=0, le=100, description="Weight of the log10 K_VRH / G_VRH error beside the tensor error.")
+    proposals: int = bounded(8, ge=1, le=256, description="Prior latents drawn per generated candidate; the one the guidance scores best is decoded (1: no re-weighting).")
+    bandwidth: float = bounded(2.0, gt=0, le=100, description="Width of the Gaussian kernel around each seek / avoid latent (prior std is 1).")
+
+
+class LearningHoldout(Strict):
+    """A hashed holdout: a candidate is held out when sha256(salt, set/candidate) falls below ``fraction``;
+    no update may train on it, in this cycle or any later one (the salt and fraction are inherited)."""
+
+    fraction: float = bounded(0.25, gt=0, lt=1, description="Share of candidates held out.")
+    salt: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = Field(
+        "holdout", description="Changes which candidates are held out; fixed for a lineage.")
+
+
+class LearningSpec(Strict):
+    """One active-learning cycle: `aimmat model update MANIFEST` writes the child checkpoint
+    <campaign>/learning/<name>/checkpoint.pt and its record; pin it under `models:` like any other."""
+
+    name: SafeId = Field(description="The cycle, e.g. 'cycle1': the folder under <campaign>/learning/.")
+    parent: SafeId = Field(description="A key of `models:`: the checkpoint to update.")
+    select: LearningSelect = Field(default_factory=LearningSelect)
+    update: LearningUpdate = Field(default_factory=LearningUpdate)
+    holdout: LearningHoldout = Field(default_factory=LearningHoldout)
+
+
 class ManifestBase(Strict):
     version: Literal[1] = 1
     campaign: CampaignSection
@@ -229,6 +286,7 @@ class ManifestBase(Strict):
     evidence: EvidenceSpec = Field(default_factory=EvidenceSpec)
     render: list[RenderTarget] = Field(default_factory=list, max_length=1000)
     ablations: list[AblationVariant] = Field(default_factory=list, max_length=100)
+    learning: LearningSpec | None = Field(None, description="One active-learning cycle (`aimmat model update`).")
     executor: ExecutorSpec = Field(
         default_factory=LocalExecutorSpec, description="Where stage tasks run: `kind: local` (default) or `kind: parsl` (local workers or Slurm)."
     )
@@ -273,6 +331,13 @@ class ManifestBase(Strict):
                     raise FieldError(("stages", d.name, d.profile_field),
                                      f"'{getattr(cfg, d.profile_field)}' differs from stages.converge.profile '{conv.profile}': "
                                      "settings converged for one profile's pseudopotentials do not carry over to another's")
+        if self.learning is not None:
+            if self.learning.parent not in self.models:
+                raise FieldError(("learning", "parent"), f"unknown model '{self.learning.parent}' "
+                                 f"(models: {', '.join(sorted(self.models)) or 'none declared'})")
+            for i, s in enumerate(self.learning.select.sets or []):
+                if s not in seen:
+                    raise FieldError(("learning", "select", "sets", i), f"unknown set '{s}'")
         names = [a.name for a in self.ablations]
         for i, n in enumerate(names):
             if n in names[:i]:

@@ -4,6 +4,8 @@
 <campaign>/campaign.json  journal.jsonl  .aimmat.lock  .aimmat-index.sqlite
 <campaign>/<set>/<candidate>/candidate.json
 <campaign>/<set>/<candidate>/<stage>/record.json  attempt-<n>/
+<campaign>/evidence/  manuscript/        (render)
+<campaign>/learning/<cycle>/record.json  checkpoint.pt   (`aimmat model update`)
 ```
 """
 
@@ -21,7 +23,7 @@ JOURNAL_FILE = "journal.jsonl"
 LOCK_FILE = ".aimmat.lock"
 INDEX_FILE = ".aimmat-index.sqlite"
 # top-level entries that are not candidate sets
-RESERVED = frozenset({JOURNAL_FILE, LOCK_FILE, CAMPAIGN_FILE, "evidence", "manuscript", ".index", INDEX_FILE})
+RESERVED = frozenset({JOURNAL_FILE, LOCK_FILE, CAMPAIGN_FILE, "evidence", "manuscript", "learning", ".index", INDEX_FILE})
 
 Sig = tuple[int, int, int, int]
 

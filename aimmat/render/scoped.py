@@ -58,8 +58,22 @@ class _FolderLoader(jinja2.BaseLoader):
         return path.read_text(encoding="utf-8"), str(path), None
 
 
+def _defined(value):
+    """``value``, or the undefined-variable error StrictUndefined would raise (a filter that formats an
+    undefined value would otherwise fail with a bare TypeError)."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    return value
+
+
 def _fmt(value, spec: str = ".1f") -> str:
+    value = _defined(value)
     return "-" if value is None else format(value, spec)
+
+
+def _pct(value, d: int = 1) -> str:
+    value = _defined(value)
+    return "-" if value is None else f"{100 * value:.{d}f}"
 
 
 def md_table_to_html(text: str) -> str:
@@ -98,7 +112,7 @@ def _environment(folder: Path) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["f"] = _fmt
-    env.filters["pct"] = lambda v, d=1: "-" if v is None else f"{100 * v:.{d}f}"
+    env.filters["pct"] = _pct
     env.filters["md_html"] = md_table_to_html
     return env
 
@@ -134,6 +148,9 @@ def render_template(path: Path, snapshot: dict, meta: dict, blocks: dict | None 
         raise RenderError(f"{path}:{_template_line(exc, path)}: {exc.message}{hint}", fix="use only the declared scope's numbers, or split the template") from None
     except jinja2.TemplateError as exc:
         raise RenderError(f"{path}:{getattr(exc, 'lineno', None) or _template_line(exc, path)}: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:  # a filter or expression given the wrong kind of value
+        raise RenderError(f"{path}:{_template_line(exc, path)}: {type(exc).__name__}: {exc}",
+                          fix="check the filters' arguments and the values they receive (numbers for f and pct)") from None
 
 
 def sha256_text(text: str) -> str:

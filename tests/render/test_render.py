@@ -52,6 +52,21 @@ def test_a_validated_template_cannot_print_project_scale_numbers(tmp_path, cli):
     assert tree_digest(tmp_path / "camp") == before  # nothing written
 
 
+def test_a_missing_value_through_a_filter_is_a_clear_error(tmp_path, cli):
+    # formatting an undefined value used to escape as a bare TypeError with a traceback
+    bad = tmp_path / "typo.md.j2"
+    bad.write_text("{#- scope: validated -#}\nrate\n{{ validated.pass_bth_rate | pct }} and {{ validated.n | f('.1f') }}\n")
+    worse = tmp_path / "kind.md.j2"
+    worse.write_text("{#- scope: validated -#}\n{{ validated.dedup_keys | f('.1f') }}\n")
+    for tpl, line, words in ((bad, 3, "has no attribute 'pass_bth_rate'"), (worse, 2, "TypeError")):
+        path = _campaign(tmp_path, cli, [tpl])
+        before = tree_digest(tmp_path / "camp")
+        code, _, err = cli("render", path)
+        assert code == 3, err
+        assert f"{tpl.name}:{line}" in err and words in err and "Traceback" not in err
+        assert tree_digest(tmp_path / "camp") == before
+
+
 def test_template_must_declare_one_scope(tmp_path, cli):
     bad = tmp_path / "plain.md.j2"
     bad.write_text("{{ validated.n }}\n")

@@ -183,7 +183,7 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def update(spec, observed, *, seed: int = 0) -> dict:
+def update(spec, observed, *, seed: int = 0, replace: bool = False) -> dict:
     """Run the manifest's learning cycle; returns its record (``status``: written or up_to_date)."""
     import numpy as np
     import torch
@@ -242,6 +242,11 @@ def update(spec, observed, *, seed: int = 0) -> dict:
     if (existing and existing.get("inputs_sha256") == inputs_sha and ck_path.is_file()
             and sha256_file(ck_path) == existing.get("child_sha256")):
         return {**existing, "status": "up_to_date"}
+    if existing and not replace:  # a pinned child must not change under its pin
+        raise UsageError(f"learning cycle {lc.name} exists in {folder} with other inputs (child sha256 "
+                         f"{str(existing.get('child_sha256'))[:12]}): the records or the policy changed since",
+                         fix="name a new cycle (learning.name), or pass --replace to overwrite this one "
+                             "(manifests that pin it then stop with a sha256 mismatch)")
 
     def item(o: Outcome) -> Item:
         return Item(Structure.from_dict(o.structure), "campaign", o.ident, np.array(o.voigt, float))

@@ -285,7 +285,8 @@ def model_eval(checkpoint, data_root, samples, seed, out, no_generation, speed_c
 @model.command("update")
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True, help="Fine-tuning seed (recorded).")
-def model_update(manifest, seed) -> None:
+@click.option("--replace", is_flag=True, help="Overwrite the cycle's checkpoint when its inputs changed.")
+def model_update(manifest, seed, replace) -> None:
     """Run MANIFEST's `learning:` cycle: fine-tune the parent's elastic head on the campaign's validated
     tensors, re-weight generation by its outcomes, keep the hashed holdout out; write
     <campaign>/learning/<name>/checkpoint.pt and record.json. Unchanged inputs write nothing."""
@@ -293,7 +294,7 @@ def model_update(manifest, seed) -> None:
 
     spec = _load(manifest)
     observed = _scan_checked(spec)
-    r = learn.update(spec, observed, seed=seed)
+    r = learn.update(spec, observed, seed=seed, replace=replace)
     lc = spec.manifest.learning
 
     def fig(d):

@@ -169,10 +169,12 @@ def _learning(spec: CampaignSpec, observed: Observed, ranking: dict) -> dict:
     for set_name, rk in ranking.items():
         model = rk["model"]
         m = by_model.setdefault(model, {"model": model, "checkpoint_sha256": spec.manifest.models[model].sha256.lower(),
-                                        "sets": [], "ranked": 0, "shortlisted": 0, "elasticready": 0, "pass_both": 0})
+                                        "sets": [], "ranked": 0, "screen_pass": 0, "shortlisted": 0, "elasticready": 0,
+                                        "pass_both": 0})
         m["sets"].append(set_name)
         for row in rk["rows"]:
             m["ranked"] += 1
+            m["screen_pass"] += row["screen"] == "pass"
             if not row["shortlisted"]:
                 continue
             m["shortlisted"] += 1
@@ -182,6 +184,9 @@ def _learning(spec: CampaignSpec, observed: Observed, ranking: dict) -> dict:
                 m["elasticready"] += 1
                 m["pass_both"] += bool(cobs.stages["elastic"].outputs.get("pass_both"))
     for m in by_model.values():
+        ci = wilson_interval(m["screen_pass"], m["ranked"])
+        m["screen_pass_rate"], m["screen_pass_wilson95"] = (m["screen_pass"] / m["ranked"] if m["ranked"] else None,
+                                                            list(ci) if ci else None)
         n = m["shortlisted"]
         for k in ("elasticready", "pass_both"):
             m[f"{k}_rate"] = m[k] / n if n else None

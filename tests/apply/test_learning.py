@@ -115,6 +115,14 @@ def test_one_learning_cycle(cli, tmp_path, monkeypatch):
     code, out, err = cli("model", "update", path)
     assert code == 0 and "up to date" in out
     assert tree_digest(camp) == after
+    # changed inputs under the same name: refused (a pinned child must not change), unless --replace
+    changed = yaml.safe_load(path.read_text())
+    changed["learning"]["update"]["epochs"] = 4
+    path_c = tmp_path / "changed.yaml"
+    path_c.write_text(yaml.safe_dump(changed, sort_keys=False))
+    code, out, err = cli("model", "update", path_c)
+    assert code == 2 and "exists" in err and "--replace" in err
+    assert tree_digest(camp) == after
 
     # the child pinned like any other checkpoint ranks the next shortlist
     m2 = yaml.safe_load(path.read_text())

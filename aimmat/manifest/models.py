@@ -219,6 +219,8 @@ class RenderTarget(Strict):
     scope: Literal["public", "screening", "validated"] | None = Field(None, description="If given, must equal the template's declared scope.")
 
 
+# campaign folders that are not candidate sets (aimmat.state.layout.RESERVED holds them and the files)
+RESERVED_FOLDERS = ("evidence", "manuscript", "learning")
 OUTCOMES = ("pass_both", "fail_gates", "outputpresentnotconverged", "not_converged_settings", "failed", "screened_out")
 
 
@@ -297,6 +299,9 @@ class ManifestBase(Strict):
         for i, s in enumerate(self.candidate_sets):
             if s.name in seen:
                 raise FieldError(("candidate_sets", i, "name"), f"duplicate set id '{s.name}'")
+            if s.name in RESERVED_FOLDERS:
+                raise FieldError(("candidate_sets", i, "name"), f"'{s.name}' is a folder the campaign keeps for itself "
+                                 f"({', '.join(RESERVED_FOLDERS)}); name the set otherwise")
             seen.add(s.name)
             if isinstance(s.source, GeneratorSource):
                 if s.source.model not in self.models:

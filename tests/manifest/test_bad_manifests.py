@@ -53,6 +53,8 @@ CASES = {
     "slash campaign name": (_set(("campaign", "name"), "a/b"), "campaign.name"),
     "glob matches nothing": (_set(("candidate_sets", 0, "source", "glob"), "nowhere/*.cif"), "nowhere/*.cif"),
     "duplicate set id": (_set(("candidate_sets", 1, "name"), "1-element"), "duplicate set id"),
+    "set named like a reserved folder": (_set(("candidate_sets", 1, "name"), "learning"), "keeps for itself"),
+    "learning parent not a model": (_set(("learning",), {"name": "c1", "parent": "small"}), "learning.parent"),
     "unknown profile in stage": (_set(("stages", "relax", "profile"), "vasp-fast"), "stages.relax.profile"),
     "unknown engine kind": (_set(("profiles", "emt", "kind"), "vasp"), "profiles.emt"),
     "scf without relax": (lambda m: (m["stages"].pop("relax"), m["stages"].pop("elastic"), m)[-1], "stages.scf"),

@@ -37,3 +37,12 @@ def test_screened_out_failed_and_not_converged():
     assert candidate_status(_obs(screen=ok, relax=failed), CHAIN) == ("failed", "relax: crash")
     partial = ("failed", {"failure_code": "ionic_not_converged", "output_present": True})
     assert candidate_status(_obs(screen=ok, relax=partial), CHAIN) == ("outputpresentnotconverged", "relax: ionic_not_converged")
+
+
+def test_reserved_set_names_are_folders_the_scan_skips():
+    # a set with one of these names would be skipped by the scan and look empty: the manifest refuses them
+    from aimmat.manifest.models import RESERVED_FOLDERS
+    from aimmat.state.layout import RESERVED
+
+    assert set(RESERVED_FOLDERS) <= RESERVED
+    assert {r for r in RESERVED if not r.startswith(".") and "." not in r} <= set(RESERVED_FOLDERS)

@@ -32,6 +32,24 @@ def test_demo_manifest_pins_the_committed_checkpoint(ckpt):
     assert all(len(h) == 64 for h in meta["data_files"].values()) and meta["data_files"]
     assert meta["metrics"]["elastic"]["pd_fraction_all_heads"] == 1.0
     assert CKPT.stat().st_size < 20e6  # "a few MB"
+    # the ranking's uncertainty is the error head's, and the ablation's recipe is recorded beside its figures
+    assert ckpt.elastic.error is not None and ckpt.elastic_ablation is not None
+    assert "tensor loss only" in meta["metrics"]["elastic_ablation"]["recipe"]
+
+
+def test_ranking_uses_the_error_head(ckpt):
+    from pymatgen.core import Lattice, Structure
+
+    from aimmat.model.evaluate import predict_error
+    from aimmat.model.rank import predict
+
+    s = [Structure(Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+         Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])]
+    preds = predict(ckpt, s)
+    err = predict_error(ckpt.elastic, s)
+    assert [p["uncertainty_source"] for p in preds] == ["error_head"] * 2
+    assert [p["terms"]["uncertainty"] for p in preds] == [float(e) for e in err[:, 0]]
+    assert all(e > 0 for e in err.ravel())
 
 
 @pytest.mark.slow

@@ -131,17 +131,12 @@ def _finetune(parent_elastic, items, cfg, seed: int):
     import numpy as np
     import torch
 
-    from aimmat.model.elastic_head import GPA_UNIT, voigt_to_mandel, vrh_torch
-    from aimmat.model.train import Graphs, log_moduli_error
+    from aimmat.model.train import Graphs, batch_loss, targets
 
     model = copy.deepcopy(parent_elastic)
     torch.manual_seed(seed)
     graphs = Graphs(items, model.cutoff)
-    voigt = torch.tensor(np.array([i.voigt for i in items]), dtype=torch.float32)
-    target = voigt_to_mandel(voigt) / GPA_UNIT
-    k_t, g_t = vrh_torch(voigt.double())
-    ok = (k_t > 0) & (g_t > 0)
-    log_t = torch.stack([k_t, g_t], -1).clamp_min(1e-2).log10().float()
+    target, log_t, ok = targets(items)
     rng = np.random.default_rng(seed)
     boot = torch.tensor(rng.poisson(1.0, (len(model.head.heads), len(items))), dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-5)
@@ -149,12 +144,8 @@ def _finetune(parent_elastic, items, cfg, seed: int):
     for _ in range(cfg.epochs):
         model.train()
         for chunk in np.array_split(rng.permutation(len(items)), max(1, len(items) // bs)):
-            pred = model(graphs.batch(chunk)) / GPA_UNIT
-            err = ((pred - target[chunk]) ** 2).mean((-1, -2))
-            if cfg.log_moduli_weight:
-                err = err + cfg.log_moduli_weight * log_moduli_error(pred, log_t[chunk], ok[chunk])
-            w = boot[:, chunk]
-            loss = (err * w).sum() / w.sum().clamp_min(1.0)
+            loss = batch_loss(model, graphs.batch(chunk), target[chunk], log_t[chunk], ok[chunk], boot[:, chunk],
+                              cfg.log_moduli_weight, error_head=False)
             opt.zero_grad()
             loss.backward()
             opt.step()

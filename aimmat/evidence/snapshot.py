@@ -65,10 +65,11 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     by_set = {s: Counter() for s in sets}
     coverage = {s: Counter() for s in sets}
     failures = {s: Counter() for s in sets}
-    rows, reruns, relaxed = [], [], {}
+    rows, reruns, relaxed, statuses = [], [], {}, {}
     for src in spec.candidates:
         cobs = observed.candidates.get((src.set_name, src.cand_id))
         st, _ = candidate_status(cobs, stages, outside)
+        statuses[(src.set_name, src.cand_id)] = st
         by_set[src.set_name][st] += 1
         if cobs:
             for stage in coverage_stages:
@@ -98,7 +99,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     screening["palette_for_status"] = palette  # None: the screen's records decide
     screening["ablations"] = _ablations(spec, observed)
     screening["ranking"] = _ranking(spec, observed)
-    screening["learning"] = _learning(spec, observed, screening["ranking"])
+    screening["learning"] = _learning(spec, observed, screening["ranking"], statuses)
     screening["overall"] = block(sum(by_set.values(), Counter()), sum(coverage.values(), Counter()),
                                  sum(failures.values(), Counter()), sum(n_by_set.values()))
     validated = _validated(spec, rows, relaxed)
@@ -151,7 +152,7 @@ def _ranking(spec: CampaignSpec, observed: Observed) -> dict:
     return out
 
 
-def _learning(spec: CampaignSpec, observed: Observed, ranking: dict) -> dict:
+def _learning(spec: CampaignSpec, observed: Observed, ranking: dict, statuses: dict) -> dict:
     """Learning cycles (their records under <campaign>/learning/) and, per checkpoint that ranked a set, how
     its shortlists converted: shortlisted -> elastic-ready -> pass_both, with Wilson intervals (screening
     scope: the cohort a model sent to DFT). A cycle's child ranking the next shortlist is the "after"."""
@@ -178,10 +179,9 @@ def _learning(spec: CampaignSpec, observed: Observed, ranking: dict) -> dict:
             if not row["shortlisted"]:
                 continue
             m["shortlisted"] += 1
-            cobs = observed.candidates.get((set_name, row["candidate"]))
-            st, _ = candidate_status(cobs, spec.stages)
-            if st == "elasticready":
+            if statuses[(set_name, row["candidate"])] == "elasticready":
                 m["elasticready"] += 1
+                cobs = observed.candidates[(set_name, row["candidate"])]
                 m["pass_both"] += bool(cobs.stages["elastic"].outputs.get("pass_both"))
     for m in by_model.values():
         ci = wilson_interval(m["screen_pass"], m["ranked"])

@@ -107,9 +107,9 @@ def elastic_metrics(model, test_items, train_items) -> dict:
             for k in (0, 1)]
     eig_mean = np.linalg.eigvalsh(mean)
     eig_heads = np.linalg.eigvalsh(heads)
-    spread = np.std(_log10(np.array([[vrh(c)[0] for c in h] for h in heads])), axis=0)
+    kg_heads = np.array([[vrh(c) for c in h] for h in heads])  # (H, B, 2)
+    spread, spread_g = np.std(_log10(kg_heads), axis=0).T
     rho = spearmanr(spread[ok], err[:, 0]).statistic if ok.sum() > 2 else float("nan")
-    spread_g = np.std(_log10(np.array([[vrh(c)[1] for c in h] for h in heads])), axis=0)
     calib = {"ensemble_spread": {"k": calibration_bins(spread[ok], err[:, 0]), "g": calibration_bins(spread_g[ok], err[:, 1])}}
     extra = {"spearman_spread_vs_error_g": float(spearmanr(spread_g[ok], err[:, 1]).statistic) if ok.sum() > 2 else None}
     if getattr(model, "error", None) is not None:  # the heteroscedastic error head, where the model has one

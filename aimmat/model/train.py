@@ -69,14 +69,7 @@ def train_elastic(items, split, cfg: dict, seed: int, pd: bool) -> tuple[Elastic
     torch.manual_seed(seed)
     model = ElasticPredictor(**hp)
     graphs = Graphs(items, hp.get("cutoff", 5.0))
-    voigt = torch.tensor(np.array([i.voigt for i in items]), dtype=torch.float32)
-    target = voigt_to_mandel(voigt) / GPA_UNIT
-    # log10 of the reference Hill moduli: the figures a campaign ranks by. A loss on the tensor alone (in
-    # 100 GPa units) lets stiff crystals dominate; ``log_moduli_weight`` adds the mean absolute log10 error
-    # of K_VRH and G_VRH (rows whose reference moduli are not positive get no such term)
-    k_t, g_t = vrh_torch(voigt.double())
-    log_ok = (k_t > 0) & (g_t > 0) & torch.isfinite(k_t) & torch.isfinite(g_t)
-    log_t = torch.stack([k_t, g_t], -1).clamp_min(1e-2).log10().float()
+    target, log_t, log_ok = targets(items)
     w_log = float(cfg.get("log_moduli_weight", 0.0))
     rng = np.random.default_rng(seed)
     n_heads = hp.get("n_heads", 4)
@@ -90,15 +83,8 @@ def train_elastic(items, split, cfg: dict, seed: int, pd: bool) -> tuple[Elastic
         model.train()
         t0, tot = time.perf_counter(), 0.0
         for chunk in np.array_split(rng.permutation(split["train"]), max(1, len(split["train"]) // bs)):
-            pred, s_err = model.forward_with_error(graphs.batch(chunk))
-            pred = pred / GPA_UNIT  # (H, B, 6, 6)
-            err = ((pred - target[chunk]) ** 2).mean((-1, -2))  # (H, B)
-            if w_log:
-                err = err + w_log * log_moduli_error(pred, log_t[chunk], log_ok[chunk])
-            w = boot[:, chunk]
-            loss = (err * w).sum() / w.sum().clamp_min(1.0)
-            if s_err is not None:  # Laplace likelihood of the ensemble mean's log10 K / G residuals (detached)
-                loss = loss + error_nll(pred.detach().mean(0), s_err, log_t[chunk], log_ok[chunk])
+            loss = batch_loss(model, graphs.batch(chunk), target[chunk], log_t[chunk], log_ok[chunk], boot[:, chunk],
+                              w_log)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -115,19 +101,48 @@ def train_elastic(items, split, cfg: dict, seed: int, pd: bool) -> tuple[Elastic
     return model, hp, history
 
 
+def targets(items) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mandel targets (100 GPa units), log10 of the reference Hill K and G, and where those logs count.
+
+    The log moduli are the figures a campaign ranks by: a loss on the tensor alone (in 100 GPa units) lets
+    stiff crystals dominate, so ``log_moduli_weight`` adds their absolute error (rows whose reference
+    moduli are not positive get no such term)."""
+    voigt = torch.tensor(np.array([i.voigt for i in items]), dtype=torch.float32)
+    k_t, g_t = vrh_torch(voigt.double())
+    ok = (k_t > 0) & (g_t > 0) & torch.isfinite(k_t) & torch.isfinite(g_t)
+    return voigt_to_mandel(voigt) / GPA_UNIT, torch.stack([k_t, g_t], -1).clamp_min(1e-2).log10().float(), ok
+
+
+def batch_loss(model, batch, target, log_t, ok, boot_w, w_log: float, error_head: bool = True) -> torch.Tensor:
+    """Bootstrap-weighted loss of one batch: tensor MSE per head, plus ``w_log`` x the log-moduli error, plus
+    the error head's likelihood where the model has one and ``error_head`` is set (training; a learning
+    cycle's fine-tuning leaves the error head as trained)."""
+    pred, s_err = model.forward_with_error(batch)
+    pred = pred / GPA_UNIT  # (H, B, 6, 6)
+    err = ((pred - target) ** 2).mean((-1, -2))  # (H, B)
+    if w_log:
+        err = err + w_log * log_moduli_error(pred, log_t, ok)
+    loss = (err * boot_w).sum() / boot_w.sum().clamp_min(1.0)
+    if s_err is not None and error_head:  # Laplace likelihood of the ensemble mean's log10 K / G residuals (detached)
+        loss = loss + error_nll(pred.detach().mean(0), s_err, log_t, ok)
+    return loss
+
+
+def _log_moduli(mandel: torch.Tensor) -> torch.Tensor:
+    """(..., 2) log10 of the Hill K and G of Mandel tensors in 100 GPa units (floored at 0.01 GPa)."""
+    k, g = vrh_torch(mandel_to_voigt(mandel.double() * GPA_UNIT))
+    return torch.nan_to_num(torch.stack([k, g], -1), nan=1e-2).clamp_min(1e-2).log10().float()
+
+
 def log_moduli_error(pred_mandel: torch.Tensor, log_true: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
     """(H, B) sum of |log10 K_pred - log10 K_true| and the same for G; zero where ``ok`` is false."""
-    k, g = vrh_torch(mandel_to_voigt(pred_mandel.double() * GPA_UNIT))
-    logp = torch.nan_to_num(torch.stack([k, g], -1), nan=1e-2).clamp_min(1e-2).log10().float()
-    return ((logp - log_true).abs().sum(-1)) * ok.float()
+    return ((_log_moduli(pred_mandel) - log_true).abs().sum(-1)) * ok.float()
 
 
 def error_nll(mean_mandel: torch.Tensor, s_err: torch.Tensor, log_true: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
     """Mean Laplace negative log-likelihood |r| / exp(s) + s of the residuals r of log10 K and log10 G, with
     s the error head's (B, 2) output: it learns which crystals the tensor head gets wrong."""
-    k, g = vrh_torch(mandel_to_voigt(mean_mandel.double() * GPA_UNIT))
-    logp = torch.nan_to_num(torch.stack([k, g], -1), nan=1e-2).clamp_min(1e-2).log10().float()
-    r = (logp - log_true).abs().clamp_min(1e-4)
+    r = (_log_moduli(mean_mandel) - log_true).abs().clamp_min(1e-4)
     nll = (r / torch.exp(s_err) + s_err) * ok.float()[:, None]
     return nll.sum() / (2 * ok.float().sum()).clamp_min(1.0)
 
@@ -217,10 +232,10 @@ def run(config_path: Path, out: Path, data_root: str | None = None, generator_fr
     eds = data.load(ecfg["data"], root, int(ecfg.get("max_atoms", 24)))
     esplit = data.split(len(eds.items), split_seed)
     _log(f"elastic data: {len(eds.items)} crystals ({', '.join(f'{k} {len(v)}' for k, v in esplit.items())})")
+    gds = data.load(gcfg["data"], root, int(gcfg.get("max_atoms", 12)))
     reused = None
     if generator_from is not None:  # checked before any training: a refusal costs nothing
-        gfiles = data.load(gcfg["data"], root, int(gcfg.get("max_atoms", 12))).files
-        vae, vae_hp, vae_hist, reused = _generator_from(Path(generator_from), gcfg, seed, gfiles)
+        vae, vae_hp, vae_hist, reused = _generator_from(Path(generator_from), gcfg, seed, gds.files)
     model, hp, hist = train_elastic(eds.items, esplit, ecfg, seed, pd=True)
     abl = abl_hp = abl_hist = None
     if ecfg.get("ablation", True):
@@ -229,7 +244,6 @@ def run(config_path: Path, out: Path, data_root: str | None = None, generator_fr
         # cannot follow (measured: log10 K / G MAE 0.42 / 0.76 with it); the PD map's effect is read on the
         # tensor-loss pair (same recipe on both sides), recorded with the metrics
         abl, abl_hp, abl_hist = train_elastic(eds.items, esplit, {**ecfg, "log_moduli_weight": 0.0}, seed, pd=False)
-    gds = data.load(gcfg["data"], root, int(gcfg.get("max_atoms", 12)))
     _log(f"generator data: {len(gds.items)} crystals")
     if reused:
         _log(f"generator: the VAE of {generator_from} (sha256 {reused[:12]}), not retrained")

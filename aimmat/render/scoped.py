@@ -13,6 +13,15 @@ Templates are data a manifest points at, not code we trust: they render in
 Jinja's immutable sandbox (no ``__globals__``, ``__class__``, ``_private``
 attributes, no mutating methods) and can load only files inside their own
 folder, so neither an include nor a symlink reaches the rest of the disk.
+
+A composite template (main.md, report.html) assembles rendered blocks, and
+only places them: each block is an opaque ``Block`` that can be output or
+passed to ``md_html``, never read as text (no string methods, slicing,
+concatenation, filters that turn it into a string), and the statements that
+capture rendered output as a string (``{% set %}...{% endset %}``, filter
+blocks, macros, call blocks, template blocks and imports) are refused when
+the template is parsed. A number from one block can therefore not be parsed
+out and set beside another block's numbers.
 """
 
 from __future__ import annotations
@@ -22,13 +31,14 @@ import traceback
 from pathlib import Path
 
 import jinja2
+from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from aimmat.errors import RenderError
 
 from aimmat.manifest.templates import COMPOSITE, SCOPES, declared_scope, inside
 
-__all__ = ["COMPOSITE", "SCOPES", "declared_scope", "render_template"]
+__all__ = ["COMPOSITE", "SCOPES", "Block", "declared_scope", "md_html", "render_template"]
 
 # How each output format carries the provenance header (CSV: a sidecar file).
 COMMENT = {".md": "<!-- {} -->", ".html": "<!-- {} -->", ".tex": "% {}", ".txt": "# {}"}
@@ -58,6 +68,63 @@ class _FolderLoader(jinja2.BaseLoader):
         return path.read_text(encoding="utf-8"), str(path), None
 
 
+class Block:
+    """One rendered scoped block as a composite template sees it: it can be placed
+    (``{{ blocks["validated.md"] }}``) or passed to ``md_html``, nothing else."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, text: str):
+        self._text = text
+
+    def _opaque(self, *_args, **_kwargs):
+        raise SecurityError("a rendered block is opaque: place it ({{ blocks[name] }}) or pass it to md_html; "
+                            "its text cannot be read, sliced, joined or formatted")
+
+    __str__ = __format__ = __iter__ = __len__ = __contains__ = __getitem__ = _opaque
+    __add__ = __radd__ = __mod__ = __rmod__ = __mul__ = __rmul__ = __html__ = _opaque
+
+    def __repr__(self) -> str:
+        return "<rendered block>"
+
+
+# Statements that turn rendered output into a string a template could take apart.
+_CAPTURING = {nodes.AssignBlock: "{% set %}...{% endset %}", nodes.FilterBlock: "{% filter %}", nodes.Macro: "{% macro %}",
+              nodes.CallBlock: "{% call %}", nodes.Block: "{% block %}", nodes.Extends: "{% extends %}",
+              nodes.Import: "{% import %}", nodes.FromImport: "{% from ... import %}"}
+# Filters a composite template may apply (to a block: md_html; to missing blocks: default).
+_COMPOSITE_FILTERS = ("md_html", "default", "d")
+
+
+class _Refused(SecurityError):
+    def __init__(self, message: str, lineno: int | None):
+        super().__init__(message)
+        self.lineno = lineno
+
+
+class _CompositeEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, plus: blocks expose no attribute, and capturing statements are refused at parse time."""
+
+    def is_safe_attribute(self, obj, attr, value):
+        return not isinstance(obj, Block) and super().is_safe_attribute(obj, attr, value)
+
+    def _parse(self, source, name, filename):
+        tree = super()._parse(source, name, filename)
+        for node in tree.find_all(tuple(_CAPTURING) + (nodes.Name,)):
+            if isinstance(node, nodes.Name):
+                if node.name in ("self", "caller", "varargs", "kwargs"):
+                    raise _Refused(f"'{node.name}' is not available in a composite template", node.lineno)
+                continue
+            raise _Refused(f"{_CAPTURING[type(node)]} is not allowed in a composite template: it would capture rendered "
+                           "blocks as text", node.lineno)
+        return tree
+
+
+def _place(value):
+    """Output hook of composite templates: a block prints its text (the only way its text leaves it)."""
+    return value._text if isinstance(value, Block) else value
+
+
 def _defined(value):
     """``value``, or the undefined-variable error StrictUndefined would raise (a filter that formats an
     undefined value would otherwise fail with a bare TypeError)."""
@@ -76,44 +143,36 @@ def _pct(value, d: int = 1) -> str:
     return "-" if value is None else f"{100 * value:.{d}f}"
 
 
-def md_table_to_html(text: str) -> str:
-    """Markdown pipe tables to HTML tables; other lines become paragraphs.
-    (Only the table subset our own templates emit: no Markdown library needed.)"""
-    import html
+def md_html(text: str) -> str:
+    """Markdown (Python-Markdown, with its tables extension) to HTML; the provenance comment lines are dropped."""
+    import markdown
 
-    out, rows = [], []
-
-    def flush():
-        if rows:
-            head, body = rows[0], [r for r in rows[2:]]
-            out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr></thead><tbody>"
-                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-                       + "</tbody></table>")
-            rows.clear()
-
-    for line in text.splitlines():
-        if line.startswith("|"):
-            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
-        else:
-            flush()
-            if line.strip() and not line.startswith("<!--"):
-                out.append(f"<p>{html.escape(line)}</p>")
-    flush()
-    return "\n".join(out)
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("<!--"))
+    return markdown.markdown(body, extensions=["tables"], output_format="html")
 
 
-def _environment(folder: Path) -> jinja2.Environment:
-    env = ImmutableSandboxedEnvironment(
+def _md_html_filter(value):
+    """md_html on a block gives a block (still opaque); on a string (a missing block's default), a string."""
+    value = _defined(value)
+    return Block(md_html(value._text)) if isinstance(value, Block) else md_html(value)
+
+
+def _environment(folder: Path, composite: bool = False) -> jinja2.Environment:
+    cls = _CompositeEnvironment if composite else ImmutableSandboxedEnvironment
+    env = cls(
         loader=_FolderLoader(folder),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_place if composite else None,
     )
     env.filters["f"] = _fmt
     env.filters["pct"] = _pct
-    env.filters["md_html"] = md_table_to_html
+    env.filters["md_html"] = _md_html_filter
+    if composite:  # no filter that reads a block as text (string, replace, truncate, list, length, ...)
+        env.filters = {k: v for k, v in env.filters.items() if k in _COMPOSITE_FILTERS}
     return env
 
 
@@ -125,9 +184,9 @@ def _template_line(exc: BaseException, path: Path):
 
 def render_template(path: Path, snapshot: dict, meta: dict, blocks: dict | None = None, figures: list | None = None) -> str:
     scope = declared_scope(path)
-    env = _environment(path.parent)
+    env = _environment(path.parent, composite=scope == COMPOSITE)
     if scope == COMPOSITE:
-        context = {"blocks": blocks or {}, "figures": figures or [], "meta": meta}
+        context = {"blocks": {k: Block(v) for k, v in (blocks or {}).items()}, "figures": list(figures or []), "meta": meta}
     else:
         context = {scope: snapshot["scopes"][scope], "meta": meta}
     try:
@@ -138,9 +197,11 @@ def render_template(path: Path, snapshot: dict, meta: dict, blocks: dict | None 
             fix="include or extend only templates in the same folder (no '..', absolute paths or links leading out)",
         ) from None
     except SecurityError as exc:
+        line = getattr(exc, "lineno", None) or _template_line(exc, path)
         raise RenderError(
-            f"{path}:{_template_line(exc, path)}: blocked by the template sandbox: {exc.message}",
-            fix="templates may read their scope's values and meta, not Python internals ('_' attributes) or mutating methods",
+            f"{path}:{line}: blocked by the template sandbox: {exc.message}",
+            fix="templates may read their scope's values and meta, not Python internals ('_' attributes) or mutating methods; "
+                "composite templates place blocks, they do not read them",
         ) from None
     except jinja2.UndefinedError as exc:
         other = [s for s in SCOPES if s != scope and f"'{s}'" in str(exc)]

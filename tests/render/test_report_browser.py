@@ -29,6 +29,10 @@ def test_report_renders_tables_in_a_browser(tmp_path, cli):
     assert dom.count("<table>") >= 4  # status, reruns, validated, protocol
     assert "<th>formula</th>" in dom and "<td>CuAu</td>" in dom
     assert 'id="validated"' in dom and 'src="figures/fit_rms.png"' in dom
+    # reads like a page: a heading per scope, figures inline under their scope, no Markdown syntax left as text
+    assert dom.count("<h2>") >= 4 and "<figcaption>" in dom
+    assert dom.index('id="validated"') < dom.index('src="figures/fit_rms.png"') < dom.index('id="protocol"')
+    assert "**" not in dom and "|---" not in dom
     shot = tmp_path / "report.png"
     subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1000,1400", report.as_uri()],
                    capture_output=True, timeout=120)

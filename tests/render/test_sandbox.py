@@ -126,3 +126,43 @@ def test_cli_refuses_a_manifest_template_linked_out_of_its_folder(tmp_path, cli)
     code, _, err = cli("render", path)
     assert code == 3 and "link.md.j2" in err and "outside its folder" in err
     assert not (tmp_path / "camp").exists()
+
+
+# A composite template places rendered blocks; each of these reads a number out of one (review finding: with
+# blocks as plain strings every one of them rendered, so main.md could set validated numbers beside project ones).
+BLOCK_READS = {
+    "string method": '{{ blocks["validated.md"].split("|")[3] }}',
+    "slice": '{{ blocks["validated.md"][10:15] }}',
+    "concatenate then slice": '{{ (blocks["validated.md"] ~ "")[10:15] }}',
+    "string filter": '{{ (blocks["validated.md"] | string)[10:15] }}',
+    "replace filter": '{{ blocks["validated.md"] | replace("3.2", "9.9") }}',
+    "capture with set block": '{% set s %}{{ blocks["validated.md"] }}{% endset %}{{ s[10:15] }}',
+    "filter block": '{% filter replace("3.2", "9.9") %}{{ blocks["validated.md"] }}{% endfilter %}',
+    "macro": '{% macro m() %}{{ blocks["validated.md"] }}{% endmacro %}{{ m()[1:4] }}',
+    "template block": '{% block b %}{{ blocks["validated.md"] }}{% endblock %}{{ self.b()[1:4] }}',
+    "percent format": '{{ "%s" % blocks["validated.md"] }}',
+    "str.format": '{{ "{}".format(blocks["validated.md"]) }}',
+    "membership": '{{ "3.2" in blocks["validated.md"] }}',
+    "iteration": '{% for c in blocks["validated.md"] %}{{ c }}{% endfor %}',
+    "md_html output": '{{ (blocks["validated.md"] | md_html).split("<td>")[1] }}',
+    "private attribute": '{{ blocks["validated.md"]._text[1:4] }}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BLOCK_READS))
+def test_composite_templates_cannot_read_numbers_out_of_blocks(case, tmp_path):
+    path = _template(tmp_path / "templates", "main.md.j2", BLOCK_READS[case], scope="composite")
+    blocks = {"validated.md": "| G_H |\n|---|\n| 3.2 |\n", "project.md": "12 candidates\n"}
+    with pytest.raises(RenderError) as err:
+        render_template(path, {}, META, blocks, [])
+    assert "main.md.j2:2" in str(err.value)
+    assert "3.2" not in str(err.value)
+
+
+def test_composite_templates_still_place_blocks_and_convert_them(tmp_path):
+    body = '{{ blocks["project.md"] }}{{ blocks["validated.md"] | md_html }}{{ blocks.get("none.md", "") | md_html }}' \
+           '{% for name, b in blocks.items() %}[{{ name }}]{% endfor %}'
+    path = _template(tmp_path / "templates", "main.md.j2", body, scope="composite")
+    out = render_template(path, {}, META, {"validated.md": "| G_H |\n|---|\n| **3.2** |\n", "project.md": "12 candidates\n"}, [])
+    assert out.startswith("12 candidates\n<table>") and "<td><strong>3.2</strong></td>" in out
+    assert "[validated.md]" in out and "[project.md]" in out

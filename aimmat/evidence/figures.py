@@ -47,11 +47,13 @@ def _failures(screening: dict, ax) -> None:
     ax.set_xlabel("failed stages")
 
 
-def _fit_rms(validated: dict, ax, threshold: float = 2.0) -> None:
-    ok = [r["fit_rms_gpa"] for r in validated["rows"] if r["pass_fit_rms"]]
-    bad = [r["fit_rms_gpa"] for r in validated["rows"] if not r["pass_fit_rms"]]
+def _fit_rms(validated: dict, ax) -> None:
+    ok = [r["fit_rms_gpa"] for r in validated["rows"] if r["pass_fit_rms"] and r["fit_rms_gpa"] is not None]
+    bad = [r["fit_rms_gpa"] for r in validated["rows"] if not r["pass_fit_rms"] and r["fit_rms_gpa"] is not None]
     ax.hist([ok, bad], bins=20, stacked=True, label=["pass_fit_rms", "fail"], color=["tab:green", "tab:red"])
-    ax.axvline(threshold, color="k", ls="--", lw=1)
+    threshold = validated.get("fit_rms_max_gpa")  # the manifest's gate, as the snapshot recorded it
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", lw=1, label=f"gate {threshold:g} GPa")
     ax.set_xlabel("fit RMS (GPa)")
     ax.set_ylabel("candidates")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))

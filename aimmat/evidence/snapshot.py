@@ -17,6 +17,7 @@ from aimmat.identity import sha256_json
 from aimmat.manifest.load import CampaignSpec
 from aimmat.manifest import stage_table
 from aimmat.state.scan import Observed
+from aimmat.state.shortlisted import not_shortlisted, recorded_shortlists
 from aimmat.state.status import STATUSES, candidate_status
 
 
@@ -66,9 +67,11 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     coverage = {s: Counter() for s in sets}
     failures = {s: Counter() for s in sets}
     rows, reruns, relaxed, statuses = [], [], {}, {}
+    shortlists = recorded_shortlists(spec, observed)
+    below = not_shortlisted(shortlists)
     for src in spec.candidates:
         cobs = observed.candidates.get((src.set_name, src.cand_id))
-        st, _ = candidate_status(cobs, stages, outside)
+        st, _ = candidate_status(cobs, stages, outside, below.get((src.set_name, src.cand_id)))
         statuses[(src.set_name, src.cand_id)] = st
         by_set[src.set_name][st] += 1
         if cobs:
@@ -98,7 +101,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     screening["rerun_priority"] = reruns
     screening["palette_for_status"] = palette  # None: the screen's records decide
     screening["ablations"] = _ablations(spec, observed)
-    screening["ranking"] = _ranking(spec, observed)
+    screening["ranking"] = _ranking(spec, shortlists)
     screening["learning"] = _learning(spec, observed, screening["ranking"], statuses)
     screening["overall"] = block(sum(by_set.values(), Counter()), sum(coverage.values(), Counter()),
                                  sum(failures.values(), Counter()), sum(n_by_set.values()))
@@ -117,23 +120,17 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     }
 
 
-def _ranking(spec: CampaignSpec, observed: Observed) -> dict:
+def _ranking(spec: CampaignSpec, shortlists: dict) -> dict:
     """Per ranked set: the model's predicted moduli, score, rank and whether
     the candidate made the shortlist (predictions, not validated results)."""
-    from aimmat.model.rank import build_shortlist, score
+    from aimmat.model.rank import score
 
     out = {}
     for cset in spec.manifest.candidate_sets:
         if cset.rank is None:
             continue
-        per = []
-        for src in spec.candidates:
-            if src.set_name == cset.name:
-                cobs = observed.candidates.get((src.set_name, src.cand_id))
-                rec = cobs.record if cobs else None
-                per.append(((src.cand_id, _screen_state(cobs, "screen" in spec.stages)), rec))
-        top_k = cset.rank.top_k or len(per)
-        sl = build_shortlist(top_k, cset.rank.weights, [(e[0], e[1], r.prediction if r else None) for e, r in per])
+        sl, per = shortlists[cset.name]
+        top_k = sl.top_k
         rows = []
         for (cid, state), rec in per:
             if rec is None or rec.prediction is None:
@@ -196,19 +193,6 @@ def _learning(spec: CampaignSpec, observed: Observed, ranking: dict, statuses: d
     for m in by_model.values():
         m["learned_in_cycle"] = children.get(m["checkpoint_sha256"])
     return {"cycles": cycles, "shortlist_conversion": list(by_model.values())}
-
-
-def _screen_state(cobs, screened: bool) -> str:
-    """'eligible' | 'ineligible' | 'waiting' for the shortlist, from the records
-    (the plan's view of the same question also checks keys against the manifest)."""
-    if cobs is None or cobs.summary is None:
-        return "waiting"
-    if not screened:
-        return "eligible"
-    rec = cobs.summaries.get("screen")
-    if rec is None or rec.status == "running" or (rec.status == "failed" and rec.retryable):
-        return "waiting"
-    return "eligible" if rec.status == "done" and rec.strict_pass else "ineligible"
 
 
 def _ablations(spec: CampaignSpec, observed: Observed) -> dict:
@@ -282,9 +266,43 @@ def _protocol(spec: CampaignSpec, observed: Observed) -> dict:
     return out
 
 
+def _gates(spec: CampaignSpec, o) -> tuple[dict, list[str]]:
+    """The gates re-derived from the stored metrics and the manifest's thresholds, and the names of those whose
+    stored pass flag disagrees (an edited record, or one written by code with another rule): such a gate counts as
+    failed whatever the record says."""
+    import math
+
+    cfg = spec.stage_config("elastic")
+    ok = lambda v: v is not None and math.isfinite(v)  # noqa: E731
+    derived = {"pass_fit_rms": ok(o.fit_rms_gpa) and o.fit_rms_gpa < cfg.fit_rms_max_gpa,
+               "pass_pd": ok(o.min_eigenvalue_gpa) and o.min_eigenvalue_gpa > cfg.pd_min_eigenvalue_gpa}
+    inconsistent = [g for g, v in derived.items() if bool(getattr(o, g)) != v]
+    passes = {g: v and g not in inconsistent for g, v in derived.items()}
+    return passes, inconsistent
+
+
+def physics_flags(row: dict) -> list[str]:
+    """What a reader must see beside a validated row: moduli that are not positive, a Poisson ratio outside the
+    range an isotropic stable solid allows (-1, 1/2), values missing."""
+    flags = []
+    for key, name in (("b_h_gpa", "B_H"), ("g_h_gpa", "G_H"), ("e_h_gpa", "E_H")):
+        v = row.get(key)
+        if v is None or v != v:
+            flags.append(f"{name} missing")
+        elif v <= 0:
+            flags.append(f"{name} <= 0")
+    nu = row.get("poisson_h")
+    if nu is None or nu != nu:
+        flags.append("nu missing")
+    elif not -1.0 < nu < 0.5:
+        flags.append("nu outside (-1, 0.5)")
+    return flags
+
+
 def _validated_row(spec: CampaignSpec, src, cobs) -> dict:
     o = cobs.stages["elastic"].result()
-    return {
+    passes, inconsistent = _gates(spec, o)
+    row = {
         "set": src.set_name,
         "candidate": src.cand_id,
         "relpath": f"{src.set_name}/{src.cand_id}",
@@ -292,15 +310,34 @@ def _validated_row(spec: CampaignSpec, src, cobs) -> dict:
         "formula": cobs.record.formula,
         "structure_sha256": cobs.stages["relax"].result().structure_sha256 if "relax" in cobs.stages else None,
         "fit_rms_gpa": o.fit_rms_gpa,
-        "pass_fit_rms": o.pass_fit_rms,
-        "pass_pd": o.pass_pd,
-        "pass_both": o.pass_both,
+        "min_eigenvalue_gpa": o.min_eigenvalue_gpa,
+        "pass_fit_rms": passes["pass_fit_rms"],
+        "pass_pd": passes["pass_pd"],
+        "pass_both": passes["pass_fit_rms"] and passes["pass_pd"],
+        "inconsistent_gates": inconsistent,
         "b_h_gpa": o.b_h_gpa,
         "g_h_gpa": o.g_h_gpa,
         "e_h_gpa": o.e_h_gpa,
         "poisson_h": o.poisson_h,
         "complete": o.complete,
     }
+    row["flags"] = physics_flags(row)
+    return row
+
+
+def _best(spec: CampaignSpec, rows: list[dict]) -> dict | None:
+    """The best validated row by the manifest's declared ordering (evidence.best); rows with physics flags,
+    inconsistent gates or a missing value are never best. Ties: the first relpath."""
+    b = spec.manifest.evidence.best
+    pool = [r for r in rows if not r["flags"] and not r["inconsistent_gates"] and r[b.by] is not None
+            and (b.require == "none" or r["pass_both"])]
+    if not pool:
+        return None
+    sign = -1 if b.order == "desc" else 1
+    r = min(pool, key=lambda r: (sign * r[b.by], r["relpath"]))
+    return {"relpath": r["relpath"], "formula": r["formula"], "by": b.by, "order": b.order, "require": b.require,
+            "value": r[b.by], "b_h_gpa": r["b_h_gpa"], "g_h_gpa": r["g_h_gpa"], "e_h_gpa": r["e_h_gpa"],
+            "poisson_h": r["poisson_h"], "candidates_considered": len(pool)}
 
 
 def _structure_groups(rows: list[dict], structures: dict) -> dict[str, int]:
@@ -337,8 +374,14 @@ def _validated(spec: CampaignSpec, rows: list[dict], structures: dict | None = N
     n = len(unique)
     both = sum(r["pass_both"] for r in unique)
     ci = wilson_interval(both, n)
+    cfg = spec.stage_config("elastic") if "elastic" in spec.stages else None
     return {
         "dedup_keys": keys,
+        "fit_rms_max_gpa": cfg.fit_rms_max_gpa if cfg else None,
+        "pd_min_eigenvalue_gpa": cfg.pd_min_eigenvalue_gpa if cfg else None,
+        "inconsistent": sum(bool(r["inconsistent_gates"]) for r in unique),
+        "flagged": sum(bool(r["flags"]) for r in unique),
+        "best": _best(spec, unique),
         "n": n,
         "duplicates_removed": len(rows) - n,
         "pass_fit_rms": sum(r["pass_fit_rms"] for r in unique),

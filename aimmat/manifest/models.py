@@ -204,11 +204,23 @@ class RetryPolicy(Strict):
     restart_from_last_structure: bool = Field(True, description="Ionic, walltime and truncated runs continue from the last structure.")
 
 
+class BestSpec(Strict):
+    """How the snapshot names the best validated candidate."""
+
+    by: Literal["g_h_gpa", "b_h_gpa", "e_h_gpa", "poisson_h", "fit_rms_gpa"] = Field(
+        "g_h_gpa", description="The validated-table column that orders candidates.")
+    order: Literal["desc", "asc"] = Field("desc", description="desc: the largest value is best; asc: the smallest.")
+    require: Literal["pass_both", "none"] = Field(
+        "pass_both", description="pass_both: only candidates passing both gates (re-derived) can be best.")
+
+
 class EvidenceSpec(Strict):
     scopes: list[Literal["public", "screening", "validated"]] = Field(default_factory=list)
     dedup_keys: list[Literal["campaign", "relpath", "structure"]] = Field(
         default_factory=lambda: ["campaign", "relpath"]
     )
+    best: BestSpec = Field(default_factory=BestSpec, description="The ordering that names the best validated candidate; "
+                                                               "candidates with physics flags or inconsistent gates are never best.")
 
 
 class RenderTarget(Strict):

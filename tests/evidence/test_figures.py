@@ -116,3 +116,24 @@ def test_missing_scope_is_an_error_not_a_blank_figure():
     del snap["scopes"]["validated"]
     with pytest.raises(KeyError):
         render_figures(snap)
+
+
+def test_fit_rms_gate_line_is_the_manifests_threshold():
+    # review finding: the dashed line sat at 2.0 GPa whatever the manifest's fit_rms_max_gpa said
+    import matplotlib.pyplot as plt
+
+    from aimmat.evidence.figures import _fit_rms
+
+    for threshold in (0.5, 2.0, 7.5):
+        validated = {"n": 3, "fit_rms_max_gpa": threshold,
+                     "rows": [{"fit_rms_gpa": x, "pass_fit_rms": x < threshold} for x in (0.2, 1.0, 5.0)]}
+        fig, ax = plt.subplots()
+        _fit_rms(validated, ax)
+        xs = [line.get_xdata()[0] for line in ax.get_lines()]
+        plt.close(fig)
+        assert xs == [threshold]
+    validated["fit_rms_max_gpa"] = None  # no elastic stage declared: no gate line rather than a made-up one
+    fig, ax = plt.subplots()
+    _fit_rms(validated, ax)
+    assert ax.get_lines() == []
+    plt.close(fig)

@@ -45,3 +45,55 @@ def test_structure_dedup_with_structure_matcher(tmp_path, cli):
     val = json.loads(cli("evidence", path)[1])["scopes"]["validated"]
     assert val["n"] == 5 and val["duplicates_removed"] == 1
     assert "CuCopy" not in {r["candidate"] for r in val["rows"]}
+
+
+def _elastic_record(camp, relpath):
+    return camp / relpath / "elastic" / "record.json"
+
+
+def test_gates_are_rederived_flags_shown_and_the_best_named_by_the_declared_ordering(tmp_path, cli):
+    import yaml
+
+    m = emt_manifest()
+    path = make_emt_campaign(tmp_path, m)
+    assert cli("apply", path, "-q", "--jobs", 1)[0] == 0
+    val = json.loads(cli("evidence", path)[1])["scopes"]["validated"]
+    rows = {r["relpath"]: r for r in val["rows"]}
+    assert val["inconsistent"] == 0 and all(r["inconsistent_gates"] == [] for r in rows.values())
+    assert val["fit_rms_max_gpa"] == 2.0 and val["pd_min_eigenvalue_gpa"] == 0.0
+    # the best: largest G_H among pass_both rows without flags (default ordering)
+    eligible = [r for r in rows.values() if r["pass_both"] and not r["flags"]]
+    top = max(eligible, key=lambda r: r["g_h_gpa"])
+    assert val["best"]["relpath"] == top["relpath"] and val["best"]["value"] == top["g_h_gpa"]
+    assert val["best"]["by"] == "g_h_gpa" and val["best"]["candidates_considered"] == len(eligible)
+    m["evidence"] = {"best": {"by": "b_h_gpa", "order": "asc"}}
+    path.write_text(yaml.safe_dump(m, sort_keys=False))
+    val2 = json.loads(cli("evidence", path)[1])["scopes"]["validated"]
+    low = min(eligible, key=lambda r: r["b_h_gpa"])
+    assert val2["best"]["relpath"] == low["relpath"] and low["relpath"] != top["relpath"]
+
+    # a record whose stored pass flag disagrees with its own metric: reported, not counted as passing
+    camp = tmp_path / "camp" / "c"
+    rec_path = _elastic_record(camp, top["relpath"])
+    rec = json.loads(rec_path.read_text())
+    assert rec["outputs"]["pass_pd"] is True
+    rec["outputs"]["min_eigenvalue_gpa"] = -3.0  # the metric says not PD; the flag still says PD
+    rec_path.write_text(json.dumps(rec))
+    val3 = json.loads(cli("evidence", path)[1])["scopes"]["validated"]
+    bad = next(r for r in val3["rows"] if r["relpath"] == top["relpath"])
+    assert bad["inconsistent_gates"] == ["pass_pd"] and bad["pass_pd"] is False and bad["pass_both"] is False
+    assert val3["inconsistent"] == 1 and val3["pass_both"] == val2["pass_both"] - 1
+    assert val3["pass_pd"] == val2["pass_pd"] - 1
+
+    # an unphysical Poisson ratio and a negative modulus are flagged, and such a row is never best
+    rec = json.loads(rec_path.read_text())
+    rec["outputs"].update({"min_eigenvalue_gpa": 5.0, "poisson_h": 0.62, "g_h_gpa": -1.0})
+    rec_path.write_text(json.dumps(rec))
+    val4 = json.loads(cli("evidence", path)[1])["scopes"]["validated"]
+    bad = next(r for r in val4["rows"] if r["relpath"] == top["relpath"])
+    assert bad["flags"] == ["G_H <= 0", "nu outside (-1, 0.5)"] and val4["flagged"] == 1
+    assert bad["inconsistent_gates"] == [] and bad["pass_both"] is True  # the gates themselves agree again
+    m["evidence"] = {"best": {"by": "poisson_h", "order": "desc"}}
+    path.write_text(yaml.safe_dump(m, sort_keys=False))
+    val5 = json.loads(cli("evidence", path)[1])["scopes"]["validated"]
+    assert val5["best"]["relpath"] != top["relpath"] and val5["best"]["value"] < 0.5

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import yaml
 
 from tests.helpers import ROOT, emt_manifest, make_emt_campaign, tree_digest
@@ -97,3 +99,44 @@ def test_changing_one_record_changes_snapshot_and_every_header(tmp_path, cli):
     for name in ("project.md", "status_by_set.md", "validated.md", "validated.tex"):
         first = (man / name).read_text().splitlines()[0]
         assert after in first and before not in first
+
+
+def _validated_scope():
+    from aimmat.evidence.snapshot import physics_flags
+
+    base = {"set": "s", "campaign": "c", "fit_rms_gpa": 0.1, "min_eigenvalue_gpa": 20.0, "pass_fit_rms": True,
+            "pass_pd": True, "pass_both": True, "inconsistent_gates": [], "complete": True, "structure_sha256": None}
+    rows = [dict(base, candidate="ok", relpath="s/ok", formula="MgO", b_h_gpa=160.0, g_h_gpa=130.0, e_h_gpa=307.0, poisson_h=0.18),
+            dict(base, candidate="aux", relpath="s/aux", formula="CsI", b_h_gpa=12.0, g_h_gpa=-2.0, e_h_gpa=-6.1, poisson_h=0.52),
+            dict(base, candidate="lie", relpath="s/lie", formula="NaCl", b_h_gpa=25.0, g_h_gpa=14.0, e_h_gpa=35.0, poisson_h=0.26,
+                 min_eigenvalue_gpa=-1.0, pass_pd=False, pass_both=False, inconsistent_gates=["pass_pd"])]
+    for r in rows:
+        r["flags"] = physics_flags(r)
+    best = {"relpath": "s/ok", "formula": "MgO", "by": "g_h_gpa", "order": "desc", "require": "pass_both", "value": 130.0,
+            "b_h_gpa": 160.0, "g_h_gpa": 130.0, "e_h_gpa": 307.0, "poisson_h": 0.18, "candidates_considered": 1}
+    return {"dedup_keys": ["campaign", "relpath"], "n": 3, "duplicates_removed": 0, "pass_fit_rms": 3, "pass_pd": 2,
+            "pass_both": 2, "pass_both_rate": 2 / 3, "pass_both_wilson95": [0.2, 0.94], "fit_rms_max_gpa": 0.75,
+            "pd_min_eigenvalue_gpa": 0.0, "inconsistent": 1, "flagged": 1, "best": best, "rows": rows}
+
+
+@pytest.mark.parametrize("name", ["validated.md.j2", "validated.csv.j2", "validated.tex.j2"])
+def test_every_validated_table_flags_unphysical_moduli_and_inconsistent_gates(name):
+    from aimmat.render.scoped import render_template
+
+    text = render_template(ROOT / "templates" / name, {"scopes": {"validated": _validated_scope()}}, {"as_of": "t"})
+    line = {k: next(ln for ln in text.splitlines() if k in ln and ("|" in ln or "," in ln or "&" in ln))
+            for k in ("CsI", "NaCl", "MgO")}
+    if name.endswith(".tex.j2"):
+        assert r"CsI\textsuperscript{*}" in line["CsI"] and r"NaCl\textsuperscript{\dag}" in line["NaCl"]
+        assert "textsuperscript" not in line["MgO"] and "0.75~GPa" in text
+    else:
+        assert "G_H <= 0" in line["CsI"] and "nu outside (-1, 0.5)" in line["CsI"]
+        assert "pass_pd" in line["NaCl"] and "<=" not in line["MgO"] and "pass_pd" not in line["MgO"]
+    if name.endswith(".md.j2"):
+        assert "Best by g_h_gpa" in text and "s/ok (MgO)" in text and "fit RMS < 0.75 GPa" in text
+    if name.endswith(".csv.j2"):
+        import csv
+        import io
+
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert [r["best"] for r in rows] == ["True", "False", "False"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aimmat.manifest.load import CampaignSpec
 from aimmat.state.scan import Observed
+from aimmat.state.shortlisted import not_shortlisted, recorded_shortlists
 from aimmat.state.status import STATUSES, candidate_status
 
 
@@ -11,9 +12,10 @@ def status_table(spec: CampaignSpec, observed: Observed, outside=None) -> dict:
     """Counts and rows by status; ``outside``: see ``candidate_status``."""
     sets = {s: {st: 0 for st in STATUSES} for s in spec.sets()}
     rows = []
+    below = not_shortlisted(recorded_shortlists(spec, observed))
     for src in spec.candidates:
         cobs = observed.candidates.get((src.set_name, src.cand_id))
-        st, detail = candidate_status(cobs, spec.stages, outside)
+        st, detail = candidate_status(cobs, spec.stages, outside, below.get((src.set_name, src.cand_id)))
         sets[src.set_name][st] += 1
         formula = cobs.summary.formula if cobs is not None and cobs.summary is not None else None
         row = {"set": src.set_name, "candidate": src.cand_id, "formula": formula, "status": st, "detail": detail}

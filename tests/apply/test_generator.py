@@ -74,6 +74,13 @@ def test_generated_set_is_ranked_and_only_the_shortlist_runs(cli, gen_campaign):
     assert out.count("not shortlisted: rank") == 4
     code, out, err = cli("apply", m, "--jobs", "1")
     assert "Nothing to do" in out + err
+    # the four below the shortlist are not_shortlisted with their rank and score, counted apart from pending
+    code, out, _ = cli("status", m, "-v")
+    lines = [ln for ln in out.splitlines() if "not_shortlisted" in ln and "rank" in ln]
+    assert code == 0 and len(lines) == 4 and all("top_k 2" in ln for ln in lines), out
+    assert sorted(ln.split()[0].split("/")[1] for ln in lines) == sorted(set(cands) - set(best))
+    status = json.loads(cli("evidence", m)[1])["scopes"]["screening"]["sets"]["gen-2"]["status"]
+    assert status["not_shortlisted"] == 4 and status["pending"] == 0 and sum(status.values()) == 6
 
 
 @pytest.mark.slow

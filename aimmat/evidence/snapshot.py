@@ -103,19 +103,25 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     screening["ablations"] = _ablations(spec, observed)
     screening["ranking"] = _ranking(spec, shortlists)
     screening["learning"] = _learning(spec, observed, screening["ranking"], statuses)
+    screening["triage"] = _triage(spec, observed, screening["ranking"], statuses)
     screening["overall"] = block(sum(by_set.values(), Counter()), sum(coverage.values(), Counter()),
                                  sum(failures.values(), Counter()), sum(n_by_set.values()))
     validated = _validated(spec, rows, relaxed)
     imported = sum(1 for co in observed.candidates.values() if co.record is not None)
     public = {"generated": len(spec.candidates), "structures": imported,
               "model_generated": sum(1 for c in spec.candidates if c.fmt == "generator"), "contributions_prepared": 0, "contributions_uploaded": 0}
+    scopes = {"public": public, "screening": screening, "validated": validated}
+    # each milestone reads one scope and is reported inside it: a template of that scope can show it
+    evaluated = milestones(spec, scopes)
+    for name in scopes:
+        scopes[name]["milestones"] = [r for r in evaluated if r["scope"] == name]
     return {
         "aimmat": __version__,
         "campaign": spec.manifest.campaign.name,
         "as_of": _latest_time(observed),
         "manifest_sha256": spec.sha256,
         "records_sha256": _records_digest(observed),
-        "scopes": {"public": public, "screening": screening, "validated": validated},
+        "scopes": scopes,
         "protocol": _protocol(spec, observed),
     }
 
@@ -178,8 +184,7 @@ def _learning(spec: CampaignSpec, observed: Observed, ranking: dict, statuses: d
             m["shortlisted"] += 1
             if statuses[(set_name, row["candidate"])] == "elasticready":
                 m["elasticready"] += 1
-                cobs = observed.candidates[(set_name, row["candidate"])]
-                m["pass_both"] += bool(cobs.stages["elastic"].outputs.get("pass_both"))
+                m["pass_both"] += _pass_both(spec, observed.candidates[(set_name, row["candidate"])])
     for m in by_model.values():
         ci = wilson_interval(m["screen_pass"], m["ranked"])
         m["screen_pass_rate"], m["screen_pass_wilson95"] = (m["screen_pass"] / m["ranked"] if m["ranked"] else None,
@@ -193,6 +198,102 @@ def _learning(spec: CampaignSpec, observed: Observed, ranking: dict, statuses: d
     for m in by_model.values():
         m["learned_in_cycle"] = children.get(m["checkpoint_sha256"])
     return {"cycles": cycles, "shortlist_conversion": list(by_model.values())}
+
+
+def _pass_both(spec: CampaignSpec, cobs) -> bool:
+    """pass_both of an elastic-ready candidate, re-derived from its metrics (see ``_gates``)."""
+    passes, _ = _gates(spec, cobs.stages["elastic"].result())
+    return passes["pass_fit_rms"] and passes["pass_pd"]
+
+
+def _triage(spec: CampaignSpec, observed: Observed, ranking: dict, statuses: dict) -> dict | None:
+    """Uncertainty triage (evidence.triage): per ranking checkpoint (uncertainties of two models are not on one
+    scale), its shortlisted candidates binned by the ranking's uncertainty term, and per bin how many reached
+    elastic-ready and pass_both, with Wilson intervals. Does the model's own uncertainty say where DFT hours
+    convert? (screening scope: the cohort sent to DFT)"""
+    spec_t = spec.manifest.evidence.triage
+    if spec_t is None:
+        return None
+    edges = [0.0] + list(spec_t.bins_dex) + [None]
+    by_model: dict[str, dict] = {}
+    for set_name, rk in ranking.items():
+        model = rk["model"]
+        m = by_model.get(model)
+        if m is None:
+            m = by_model[model] = {
+                "model": model, "checkpoint_sha256": spec.manifest.models[model].sha256.lower(), "sets": [],
+                "shortlisted": 0,
+                "bins": [{"lo_dex": lo, "hi_dex": hi, "label": f"[{lo:g}, {hi:g})" if hi is not None else f">= {lo:g}",
+                          "shortlisted": 0, "elasticready": 0, "pass_both": 0, "candidates": []}
+                         for lo, hi in zip(edges, edges[1:])]}
+        m["sets"].append(set_name)
+        for row in rk["rows"]:
+            if not row["shortlisted"]:
+                continue
+            u = row["uncertainty_dex"]
+            b = next(b for b in m["bins"] if b["hi_dex"] is None or u < b["hi_dex"])
+            m["shortlisted"] += 1
+            b["shortlisted"] += 1
+            b["candidates"].append(f"{set_name}/{row['candidate']}")
+            if statuses[(set_name, row["candidate"])] == "elasticready":
+                b["elasticready"] += 1
+                b["pass_both"] += _pass_both(spec, observed.candidates[(set_name, row["candidate"])])
+    for m in by_model.values():
+        for b in m["bins"]:
+            n = b["shortlisted"]
+            for k in ("elasticready", "pass_both"):
+                b[f"{k}_rate"] = b[k] / n if n else None
+                ci = wilson_interval(b[k], n)
+                b[f"{k}_wilson95"] = list(ci) if ci else None
+    return {"bins_dex": list(spec_t.bins_dex), "uncertainty": "the ranking's uncertainty term (dex)",
+            "models": list(by_model.values())}
+
+
+def _lookup(scope: dict, keys: list[str]):
+    """The value at ``keys`` in a scope block (dict keys; digits index lists), or raise KeyError naming the step."""
+    cur = scope
+    for i, k in enumerate(keys):
+        if isinstance(cur, dict) and k in cur:
+            cur = cur[k]
+        elif isinstance(cur, list) and k.isdigit() and int(k) < len(cur):
+            cur = cur[int(k)]
+        else:
+            raise KeyError(".".join(keys[: i + 1]))
+    return cur
+
+
+def milestones(spec: CampaignSpec, scopes: dict) -> list[dict]:
+    """Each declared milestone, evaluated against its one scope: met / not met with the figure that decides it.
+    A path that is not in the snapshot is not met, and says so (a typo must not read as "not yet")."""
+    import operator
+
+    from aimmat.manifest.models import MILESTONE_RE
+
+    ops = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq, "!=": operator.ne}
+    out = []
+    for name, expr in spec.manifest.milestones.items():
+        m = MILESTONE_RE.match(expr)  # checked when the manifest was loaded
+        scope, keys = m.group(1), m.group(2).lstrip(".").split(".")
+        row = {"name": name, "expression": expr, "scope": scope, "figure": None, "met": False, "why": ""}
+        try:
+            value = _lookup(scopes[scope], keys)
+        except KeyError as exc:
+            row["why"] = f"{scope}.{exc.args[0]} is not in the snapshot"
+            out.append(row)
+            continue
+        if m.group(5):  # present: there, and not empty
+            row["met"] = value is not None and value != [] and value != {}
+            row["figure"] = "present" if row["met"] else "absent"
+            row["why"] = f"{scope}.{'.'.join(keys)} {'is' if row['met'] else 'is not'} present"
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            row["why"] = f"{scope}.{'.'.join(keys)} is {'not a number' if value is not None else 'not computed yet'}"
+        else:
+            target = float(m.group(4))
+            row["figure"] = value
+            row["met"] = bool(ops[m.group(3)](value, target))
+            row["why"] = f"{value:g} {m.group(3)} {target:g}: {'met' if row['met'] else 'not met'}"
+        out.append(row)
+    return out
 
 
 def _ablations(spec: CampaignSpec, observed: Observed) -> dict:

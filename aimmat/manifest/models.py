@@ -6,9 +6,10 @@ converted once, at the engine boundary.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field, create_model, model_validator
+from pydantic import AfterValidator, Field, create_model, model_validator
 
 from aimmat.manifest import stage_table
 from aimmat.manifest.executor_spec import ExecutorSpec, LocalExecutorSpec
@@ -204,6 +205,23 @@ class RetryPolicy(Strict):
     restart_from_last_structure: bool = Field(True, description="Ionic, walltime and truncated runs continue from the last structure.")
 
 
+MILESTONE_RE = re.compile(r"^\s*(public|screening|validated)((?:\.[A-Za-z0-9_-]+)+)\s*"
+                        r"(?:(>=|<=|==|!=|>|<)\s*(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)|(present))\s*$")
+
+
+def _milestone(value: str) -> str:
+    """`<scope>.<key>[.<key>...] <op> <number>` or `<scope>.<key>... present`: a path into one scope of the
+    snapshot, never an expression that is evaluated."""
+    if len(value) > 300 or not MILESTONE_RE.match(value):
+        raise ValueError(f"'{value[:80]}' is not a milestone: write '<scope>.<figure> <op> <number>' (scope: public, "
+                         "screening or validated; op: >=, <=, >, <, ==, !=) or '<scope>.<figure> present', "
+                         "e.g. 'validated.pass_both >= 5'")
+    return value.strip()
+
+
+Milestone = Annotated[str, AfterValidator(_milestone)]
+
+
 class BestSpec(Strict):
     """How the snapshot names the best validated candidate."""
 
@@ -214,6 +232,23 @@ class BestSpec(Strict):
         "pass_both", description="pass_both: only candidates passing both gates (re-derived) can be best.")
 
 
+class TriageSpec(Strict):
+    """Uncertainty triage of the shortlist (screening scope): shortlisted candidates binned by the model's
+    predicted uncertainty, with conversion to elastic-ready and pass_both per bin."""
+
+    bins_dex: list[Annotated[float, Field(gt=0, lt=100)]] = Field(
+        min_length=1, max_length=20,
+        description="Inner bin edges of the ranking's uncertainty term (dex, strictly increasing): [0.05, 0.1] gives "
+                    "[0, 0.05), [0.05, 0.1), [0.1, inf). Range of each edge: (0, 100).")
+
+    @model_validator(mode="after")
+    def _increasing(self) -> "TriageSpec":
+        e = self.bins_dex
+        if any(not (0 < x < 100) for x in e) or any(b <= a for a, b in zip(e, e[1:])):
+            raise FieldError(("bins_dex",), f"bin edges must be positive, below 100 and strictly increasing (got {e})")
+        return self
+
+
 class EvidenceSpec(Strict):
     scopes: list[Literal["public", "screening", "validated"]] = Field(default_factory=list)
     dedup_keys: list[Literal["campaign", "relpath", "structure"]] = Field(
@@ -221,6 +256,7 @@ class EvidenceSpec(Strict):
     )
     best: BestSpec = Field(default_factory=BestSpec, description="The ordering that names the best validated candidate; "
                                                                "candidates with physics flags or inconsistent gates are never best.")
+    triage: TriageSpec | None = Field(None, description="Uncertainty triage of the shortlist (needs a ranked set).")
 
 
 class RenderTarget(Strict):
@@ -301,6 +337,10 @@ class ManifestBase(Strict):
     render: list[RenderTarget] = Field(default_factory=list, max_length=1000)
     ablations: list[AblationVariant] = Field(default_factory=list, max_length=100)
     learning: LearningSpec | None = Field(None, description="One active-learning cycle (`aimmat model update`).")
+    milestones: dict[SafeId, Milestone] = Field(
+        default_factory=dict, max_length=100,
+        description="Named claims checked against the evidence snapshot, e.g. `R1: validated.pass_both >= 5` or "
+                    "`R3: screening.triage present`; `aimmat status` and the report show each as met / not met.")
     executor: ExecutorSpec = Field(
         default_factory=LocalExecutorSpec, description="Where stage tasks run: `kind: local` (default) or `kind: parsl` (local workers or Slurm)."
     )
@@ -370,6 +410,8 @@ class ManifestBase(Strict):
                 if prof.kind == "qe" and prof.mpi_ranks > self.executor.cores_per_worker:
                     raise FieldError(("profiles", name, "mpi_ranks"), f"{prof.mpi_ranks} ranks do not fit in a worker of "
                                      f"executor.cores_per_worker = {self.executor.cores_per_worker}")
+        if self.evidence.triage is not None and not any(s.rank is not None for s in self.candidate_sets):
+            raise FieldError(("evidence", "triage"), "uncertainty triage bins a shortlist: declare `rank:` on a candidate set")
         return self
 
 

@@ -143,6 +143,17 @@ def _pct(value, d: int = 1) -> str:
     return "-" if value is None else f"{100 * value:.{d}f}"
 
 
+def _milestones_md(rows) -> str:
+    """A scope's evaluated milestones as a Markdown table (empty when none are declared); a filter, so a
+    template copied out of our folder needs no partial beside it."""
+    rows = _defined(rows)
+    if not rows:
+        return ""
+    lines = ["", "| milestone | claim | figure | met |", "|---|---|---|---|"]
+    lines += [f"| {m['name']} | `{m['expression']}` | {m['why']} | {'**met**' if m['met'] else 'not met'} |" for m in rows]
+    return "\n".join(lines) + "\n"
+
+
 def md_html(text: str) -> str:
     """Markdown (Python-Markdown, with its tables extension) to HTML; the provenance comment lines are dropped."""
     import markdown
@@ -171,6 +182,7 @@ def _environment(folder: Path, composite: bool = False) -> jinja2.Environment:
     env.filters["f"] = _fmt
     env.filters["pct"] = _pct
     env.filters["md_html"] = _md_html_filter
+    env.filters["milestones_md"] = _milestones_md
     if composite:  # no filter that reads a block as text (string, replace, truncate, list, length, ...)
         env.filters = {k: v for k, v in env.filters.items() if k in _COMPOSITE_FILTERS}
     return env

@@ -35,6 +35,12 @@ def format_status(table: dict, *, verbose: bool = False) -> str:
     for name, counts in list(table["sets"].items()) + [("total", table["total"])]:
         row = name.ljust(width) + "".join(str(counts[c]).rjust(max(len(c), 5) + 2) for c in cols)
         lines.append(row + str(sum(counts.values())).rjust(7))
+    if table.get("milestones"):
+        met = sum(m["met"] for m in table["milestones"])
+        lines.append("")
+        lines.append(f"milestones: {met} of {len(table['milestones'])} met")
+        for m in table["milestones"]:
+            lines.append(f"  {m['name']:10s} {'met' if m['met'] else 'NOT met':8s} {m['expression']}  ({m['why']})")
     if verbose:
         lines.append("")
         for r in table["candidates"]:

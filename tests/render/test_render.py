@@ -116,7 +116,7 @@ def _validated_scope():
             "b_h_gpa": 160.0, "g_h_gpa": 130.0, "e_h_gpa": 307.0, "poisson_h": 0.18, "candidates_considered": 1}
     return {"dedup_keys": ["campaign", "relpath"], "n": 3, "duplicates_removed": 0, "pass_fit_rms": 3, "pass_pd": 2,
             "pass_both": 2, "pass_both_rate": 2 / 3, "pass_both_wilson95": [0.2, 0.94], "fit_rms_max_gpa": 0.75,
-            "pd_min_eigenvalue_gpa": 0.0, "inconsistent": 1, "flagged": 1, "best": best, "rows": rows}
+            "pd_min_eigenvalue_gpa": 0.0, "inconsistent": 1, "flagged": 1, "best": best, "rows": rows, "milestones": []}
 
 
 @pytest.mark.parametrize("name", ["validated.md.j2", "validated.csv.j2", "validated.tex.j2"])

@@ -10,7 +10,7 @@ from aimmat.errors import AimmatError, RenderError
 from aimmat.render.scoped import declared_scope, render_template
 from tests.helpers import ROOT, emt_manifest, make_emt_campaign
 
-SNAPSHOT = {"scopes": {"public": {"generated": 12, "structures": 9, "contributions_uploaded": 0}}}
+SNAPSHOT = {"scopes": {"public": {"generated": 12, "structures": 9, "contributions_uploaded": 0, "milestones": []}}}
 META = {"campaign": "c", "as_of": "2024-01-01", "snapshot_sha256": "ab" * 32}
 
 # "{marker}" is replaced by a path under tmp_path: each payload tries to create it.

@@ -216,6 +216,43 @@ def render(manifest) -> None:
     click.echo(f"manuscript/render.lock.json; snapshot sha256 {lock['snapshot_sha256'][:12]}")
 
 
+@cli.group()
+def export() -> None:
+    """Packages made from a campaign's records for people outside it."""
+
+
+@export.command("handoff")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.argument("target")
+@click.option("--zip", "as_zip", is_flag=True, help="Also write <package>.zip (fixed time stamps: same records, same bytes).")
+@click.option("--partial", is_flag=True, help="Export a candidate that is not elastic-ready (what it has).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Write OUT/<set>-<candidate>/ instead of <campaign>/handoff/<set>/<candidate>/.")
+def export_handoff(manifest, target, as_zip, partial, out) -> None:
+    """Structures (CIF, POSCAR, pymatgen JSON), predicted and computed properties, every stage's inputs and
+    outputs, the elastic fit with its gates, a generated rationale and SHA256SUMS for SET/CANDIDATE."""
+    from aimmat.export import handoff
+    from aimmat.state.lock import CampaignLock
+
+    parsed = _parse_target(target)
+    if parsed is None or parsed[1] is None:
+        raise UsageError(f"'{target}' is not SET/CANDIDATE", fix="name one candidate, e.g. 2-element/MgO")
+    spec = _load(manifest)
+    _check_target(spec, parsed)
+    observed = _scan_checked(spec, target=parsed)
+    files = handoff.build(spec, observed, parsed[0], parsed[1], partial=partial)
+    dest = handoff.destination(spec, parsed[0], parsed[1], out)
+    if out is None:
+        with CampaignLock(spec.campaign_dir):
+            zpath = handoff.write(dest, files, as_zip)
+    else:
+        zpath = handoff.write(dest, files, as_zip)
+    size = sum(len(d) for _, d in files)
+    click.echo(f"wrote {dest}/ ({len(files)} files, {size / 1e6:.2f} MB; check: cd {dest} && sha256sum -c SHA256SUMS)")
+    if zpath is not None:
+        click.echo(f"wrote {zpath}")
+
+
 @cli.command("slurm-script")
 @click.argument("manifest", type=click.Path(dir_okay=False))
 def slurm_script_cmd(manifest) -> None:

@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("candidates", ("candidates",)),
     ("evidence", ("evidence",)),
     ("render", ("render",)),
+    ("export", ("export",)),
     ("apply", ("apply",)),
     ("cli", ("cli",)),
     ("devtools", ("devtools",)),

@@ -82,7 +82,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
                 if rec is not None and rec.status == "failed":
                     failures[src.set_name][rec.failure_code or "unknown"] += 1
         if st == "elasticready":
-            rows.append(_validated_row(spec, src, cobs))
+            rows.append(validated_row(spec, src, cobs))
             relaxed[f"{src.set_name}/{src.cand_id}"] = cobs.stages["relax"].result().structure if "relax" in cobs.stages else None
         elif st == "outputpresentnotconverged":
             reruns.append(_rerun_row(src, cobs, stages))
@@ -400,7 +400,7 @@ def physics_flags(row: dict) -> list[str]:
     return flags
 
 
-def _validated_row(spec: CampaignSpec, src, cobs) -> dict:
+def validated_row(spec: CampaignSpec, src, cobs) -> dict:
     o = cobs.stages["elastic"].result()
     passes, inconsistent = _gates(spec, o)
     row = {

@@ -268,7 +268,7 @@ class RenderTarget(Strict):
 
 
 # campaign folders that are not candidate sets (aimmat.state.layout.RESERVED holds them and the files)
-RESERVED_FOLDERS = ("evidence", "manuscript", "learning")
+RESERVED_FOLDERS = ("evidence", "manuscript", "learning", "handoff")
 OUTCOMES = ("pass_both", "fail_gates", "outputpresentnotconverged", "not_converged_settings", "failed", "screened_out")
 
 

@@ -6,6 +6,7 @@
 <campaign>/<set>/<candidate>/<stage>/record.json  attempt-<n>/
 <campaign>/evidence/  manuscript/        (render)
 <campaign>/learning/<cycle>/record.json  checkpoint.pt   (`aimmat model update`)
+<campaign>/handoff/<set>/<candidate>/  <candidate>.zip   (`aimmat export handoff`)
 ```
 """
 
@@ -23,7 +24,7 @@ JOURNAL_FILE = "journal.jsonl"
 LOCK_FILE = ".aimmat.lock"
 INDEX_FILE = ".aimmat-index.sqlite"
 # top-level entries that are not candidate sets
-RESERVED = frozenset({JOURNAL_FILE, LOCK_FILE, CAMPAIGN_FILE, "evidence", "manuscript", "learning", ".index", INDEX_FILE})
+RESERVED = frozenset({JOURNAL_FILE, LOCK_FILE, CAMPAIGN_FILE, "evidence", "manuscript", "learning", "handoff", ".index", INDEX_FILE})
 
 Sig = tuple[int, int, int, int]
 

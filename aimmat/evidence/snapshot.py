@@ -9,6 +9,7 @@ twice from the same folder gives the same bytes.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 
 from aimmat import __version__
@@ -362,7 +363,14 @@ def _protocol(spec: CampaignSpec, observed: Observed) -> dict:
     out = {"profiles": profiles, "pseudopotentials_md5": dict(sorted(pseudos.items())), "engines": sorted(engines),
            "stages": {st: spec.stage_config(st).model_dump() for st in spec.stages}}
     if spec.manifest.models:  # checkpoints that generated or ranked candidates
-        out["models"] = {name: {"path": m.path, "sha256": m.sha256.lower()} for name, m in sorted(spec.manifest.models.items())}
+        first = {}
+        for i, c in enumerate(spec.manifest.candidate_sets):  # which set uses each model first (Figure 2 draws that one)
+            for name in (getattr(c.source, "model", None), c.rank_model() if c.rank is not None else None):
+                if name is not None:
+                    first.setdefault(name, i)
+        out["models"] = {name: {"path": m.path, "sha256": m.sha256.lower(), "hyperparameters": _describe(spec, m),
+                                "first_set": first.get(name)}
+                         for name, m in sorted(spec.manifest.models.items())}
         out["ranking"] = {c.name: c.rank.model_dump() for c in spec.manifest.candidate_sets if c.rank is not None}
     return out
 
@@ -398,6 +406,26 @@ def physics_flags(row: dict) -> list[str]:
     elif not -1.0 < nu < 0.5:
         flags.append("nu outside (-1, 0.5)")
     return flags
+
+
+def _describe(spec: CampaignSpec, m) -> dict:
+    """The pinned checkpoint's hyperparameters (aimmat.model.checkpoint.describe), read once per file content;
+    a file that cannot be read here gives {"error": ...} rather than no snapshot."""
+    from aimmat.errors import AimmatError
+
+    import copy
+
+    try:
+        return copy.deepcopy(_describe_cached(str((spec.base / m.path).resolve()), m.sha256.lower()))
+    except AimmatError as exc:
+        return {"error": str(exc)}
+
+
+@functools.lru_cache(maxsize=16)
+def _describe_cached(path: str, sha256: str) -> dict:
+    from aimmat.model.checkpoint import describe
+
+    return describe(path)  # the manifest's loader checked the pin; the sha256 keys the cache
 
 
 def validated_row(spec: CampaignSpec, src, cobs) -> dict:

@@ -114,3 +114,49 @@ def load(path: Path, expected_sha256: str | None = None, where: str = "") -> Che
                 if "elastic_ablation" in payload else None)
     meta = {k: v for k, v in payload.items() if k not in ("elastic", "vae", "elastic_ablation")}
     return Checkpoint(path=path, sha256=digest, meta=meta, elastic=elastic, vae=vae, elastic_ablation=ablation)
+
+
+def describe(path: Path) -> dict:
+    """What a methods section needs from a checkpoint, without building its modules: hyperparameters of each
+    part and their parameter counts, sampler, training settings, data files with sha256, split seed and the
+    held-out figures it was saved with (Figure 2 and Table 1 of the manuscript are drawn from this)."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - as in load()
+        raise CheckpointError(f"checkpoint {path} cannot be read: {type(e).__name__}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not an aimmat model checkpoint (format tag missing)")
+    cfg = payload.get("config", {})
+
+    def part(name: str, kind) -> dict | None:
+        p = payload.get(name)
+        if not isinstance(p, dict):
+            return None
+        # the hyperparameters the module is built with: those stored, over the constructor's defaults
+        import inspect
+
+        defaults = {k: v.default for k, v in inspect.signature(kind.__init__).parameters.items()
+                    if k != "self" and v.default is not inspect.Parameter.empty}
+        return {"hparams": {**defaults, **dict(p.get("hparams", {}))},
+                "parameters": int(sum(t.numel() for t in p.get("state", {}).values()))}
+
+    train = {}
+    for key in ("elastic", "generator"):
+        c = cfg.get(key) or {}
+        train[key] = {k: c[k] for k in ("epochs", "batch_size", "lr", "beta", "log_moduli_weight", "max_atoms") if k in c}
+        train[key]["data"] = [d.get("path") for d in c.get("data", [])]
+    em = (payload.get("metrics") or {}).get("elastic") or {}
+    held = {k: em[k] for k in ("n_test", "mae_log10_kvrh", "mae_log10_gvrh", "mae_voigt_mean_gpa", "pd_fraction",
+                               "spearman_spread_vs_error", "spearman_error_head_vs_error_k", "spearman_error_head_vs_error_g")
+            if k in em}
+    learned = payload.get("learning")
+    if isinstance(learned, dict):  # a learning cycle's child carries its parent's metrics: they are not its own
+        held = {"note": f"fine-tuned in learning cycle {learned.get('name')!r} from {str(learned.get('parent_sha256'))[:12]}; "
+                        "held-out figures not re-evaluated (aimmat model eval CHECKPOINT)"}
+    return {"aimmat_version": payload.get("aimmat_version"), "vae": part("vae", CrystalVAE),
+            "elastic": part("elastic", ElasticPredictor), "elastic_ablation": part("elastic_ablation", ElasticPredictor), "sampler": dict(payload.get("sampler", {})),
+            "training": train, "data_files": dict(payload.get("data_files", {})), "split_seed": payload.get("split_seed"),
+            "seed": payload.get("seed"), "elastic_held_out": held, "recipe": payload.get("recipe"),
+            "learning_cycle": learned.get("name") if isinstance(learned, dict) else None,
+            "parent_sha256": payload.get("parent_sha256"),
+            "generator_from_sha256": payload.get("generator_from_sha256")}

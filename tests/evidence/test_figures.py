@@ -9,10 +9,10 @@ import io
 import pytest
 from matplotlib.image import imread
 
-from aimmat.evidence.figures import FIGURES, render_figures
+from aimmat.evidence.figures import FIGURES, SIZES, render_figures
 from aimmat.state.status import STATUSES
 
-NAMES = ("status_by_set", "failure_taxonomy", "fit_rms")
+NAMES = ("status_by_set", "failure_taxonomy", "fit_rms", "campaign_workflow")  # no triage, no model declared
 
 
 def _status(**counts) -> dict:
@@ -27,12 +27,15 @@ def _snapshot(failures=None, rows=None) -> dict:
         "scopes": {
             "public": {"generated": 10},
             "screening": {
-                "sets": {"1-element": {"status": _status(elasticready=2, failed=1, screened_out=3)},
-                         "2-element": {"status": _status(pending=1, relaxdone=2, failed=2)}},
-                "overall": {"status": _status(), "failures": failures},
+                "sets": {"1-element": {"status": _status(elasticready=2, failed=1, screened_out=3), "candidates": 6},
+                         "2-element": {"status": _status(pending=1, relaxdone=2, failed=2), "candidates": 5}},
+                "overall": {"status": _status(), "failures": failures, "candidates": 9,
+                            "coverage": {"relax_outputs": 4, "scf_outputs": 3, "elastic_outputs": 2}},
             },
             "validated": {"n": len(rows), "rows": rows},
-        }
+        },
+        "protocol": {"stages": {"screen": {}, "relax": {}, "scf": {}, "elastic": {"fit_rms_max_gpa": 2.0,
+                                                                             "pd_min_eigenvalue_gpa": 0.0}}},
     }
 
 
@@ -59,7 +62,8 @@ def test_every_figure_in_png_and_pdf_with_its_scope(base):
         if name.endswith(".png"):
             assert data.startswith(b"\x89PNG\r\n\x1a\n")
             img = _png(data)
-            assert img.shape[:2] == (round(3.2 * 150), round(5 * 150))  # figsize x dpi
+            w, h = SIZES.get(name.rsplit(".", 1)[0], (5, 3.2))
+            assert img.shape[:2] == (round(h * 150), round(w * 150))  # figsize x dpi
         else:
             assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
     assert out["status_by_set.png"][0] == "screening" and out["fit_rms.pdf"][0] == "validated"
@@ -137,3 +141,58 @@ def test_fit_rms_gate_line_is_the_manifests_threshold():
     _fit_rms(validated, ax)
     assert ax.get_lines() == []
     plt.close(fig)
+
+
+def _texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts if t.get_text()]  # (arrows are empty annotations)
+
+
+def test_figure_1_draws_the_declared_chain_with_the_snapshot_counts():
+    import matplotlib.pyplot as plt
+
+    from aimmat.evidence.figures import _workflow
+
+    snap = _snapshot()
+    scr = snap["scopes"]["screening"]
+    scr["overall"]["status"].update(screened_out=2, not_shortlisted=3, elasticready=2)
+    scr["ranking"] = {"1-element": {}}
+    protocol = {"stages": {"screen": {}, "relax": {}, "elastic": {"fit_rms_max_gpa": 0.7, "pd_min_eigenvalue_gpa": 1.5}}}
+    fig, ax = plt.subplots()
+    _workflow(scr, ax, protocol)
+    texts = _texts(ax)
+    plt.close(fig)
+    boxes = [t for t in texts if not t.isdigit() and t != "-" and not t.startswith("sets:")]
+    assert boxes[0] == "2 candidate\nsets" and boxes[1] == "screen" and boxes[2].startswith("shortlist")
+    assert boxes[3:5] == ["relax", "elastic"] and "scf" not in texts  # the chain the manifest declared, in its order
+    assert "fit RMS < 0.7 GPa" in boxes[5] and "min eig > 1.5 GPa" in boxes[5] and boxes[5].endswith("elastic-ready:\n2")
+    # declared 9 -> 7 pass the screen -> 4 shortlisted -> relax outputs 4 -> elastic outputs 2
+    assert [t for t in texts if t.isdigit()] == ["9", "7", "4", "4", "2"]
+
+
+def test_figure_2_and_table_1_come_from_the_checkpoint(tmp_path):
+    import matplotlib.pyplot as plt
+    import torch
+
+    from aimmat.evidence.figures import _architecture
+    from aimmat.model.checkpoint import describe
+    from aimmat.render.scoped import render_template
+    from tests.helpers import ROOT
+    from tests.model.tiny import write_tiny_checkpoint
+
+    sha = write_tiny_checkpoint(tmp_path / "tiny.pt", seed=1)
+    h = describe(tmp_path / "tiny.pt")
+    payload = torch.load(tmp_path / "tiny.pt", weights_only=True)
+    assert h["vae"]["parameters"] == sum(t.numel() for t in payload["vae"]["state"].values())
+    assert payload["elastic"]["hparams"].items() <= h["elastic"]["hparams"].items()  # stored, plus the defaults
+    assert "sigma_min" in h["vae"]["hparams"]
+    protocol = {"models": {"tiny": {"sha256": sha, "hyperparameters": h, "first_set": 0}}, "profiles": {}, "stages": {}}
+    fig, ax = plt.subplots()
+    _architecture(protocol, ax)
+    texts = " | ".join(_texts(ax))
+    plt.close(fig)
+    vae = h["vae"]["hparams"]
+    assert f"dim {vae['latent_dim']}" in texts and f"cutoff {vae['cutoff']:g} A" in texts
+    assert f"generator: {h['vae']['parameters']:,} parameters" in texts and f"{h['elastic']['hparams']['n_heads']} heads" in texts
+    table = render_template(ROOT / "templates" / "table1.md.j2", {"scopes": {"public": {}}}, {"protocol": protocol})
+    assert f"| generator | latent dim; cutoff; max atoms | {vae['latent_dim']}; {vae['cutoff']} A; {vae['max_atoms']} |" in table
+    assert f"`{sha[:16]}`" in table and f"{h['elastic']['parameters']};" in table

@@ -30,7 +30,8 @@ def test_render_twice_same_bytes_with_hashes_and_lock(tmp_path, cli):
     assert cli("render", path)[0] == 0
     assert tree_digest(man) == first
     lock = json.loads((man / "render.lock.json").read_text())
-    figs = {f"manuscript/figures/{n}.{e}" for n in ("status_by_set", "failure_taxonomy", "fit_rms") for e in ("png", "pdf")}
+    figs = {f"manuscript/figures/{n}.{e}" for n in ("status_by_set", "failure_taxonomy", "fit_rms", "campaign_workflow")
+            for e in ("png", "pdf")}  # Figure 1 always; Figure 2 only with a model
     assert {o["path"] for o in lock["outputs"]} == {f"manuscript/{t.name[:-3]}" for t in tpl} | figs
     assert all(o["sha256"] for o in lock["outputs"])
     assert lock["packages"]["pymatgen"] and lock["command"][:2] == ["aimmat", "render"]

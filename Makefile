@@ -72,6 +72,8 @@ demo: setup
 	@echo; echo "== one learning cycle, CHGNet as the oracle: aimmat model update =="
 	$(VENV)/bin/aimmat model update manifests/demo.yaml
 	$(PY) scripts/demo_cycle.py manifests/demo.yaml campaigns/demo-cycle1.yaml
+	@echo; echo "== a pre-registered rerun wave: frozen before it runs =="
+	$(VENV)/bin/aimmat waves freeze campaigns/demo-cycle1.yaml extend-1
 	$(VENV)/bin/aimmat apply campaigns/demo-cycle1.yaml --jobs $(JOBS)
 	@echo; echo "== second look: aimmat diff (nothing should be left to do) =="
 	$(VENV)/bin/aimmat diff campaigns/demo-cycle1.yaml --exit-code
@@ -81,6 +83,8 @@ demo: setup
 	@cat campaigns/demo/manuscript/shortlist.md
 	@echo; echo "== the learning cycle: holdout before / after, shortlist conversion per checkpoint =="
 	@cat campaigns/demo/manuscript/learning.md
+	@echo; echo "== the rerun wave: selected, converted, and by what =="
+	@cat campaigns/demo/manuscript/waves.md
 	@echo; echo "Rendered tables, figures and the HTML report (aimmat render manifests/demo.yaml):"
 	@ls campaigns/demo/manuscript campaigns/demo/manuscript/figures
 	@echo "open campaigns/demo/manuscript/report.html; manuscript: campaigns/demo/manuscript/main.md"

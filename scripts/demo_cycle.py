@@ -4,7 +4,9 @@ Reads MANIFEST and its campaign's learning record, and writes OUT: the same
 manifest with the child checkpoint pinned under `models:` (path and sha256
 from the record) and, for every generated set of the parent model, a copy
 named `<set>-<cycle>` generated and ranked by the child with the same seed,
-count and shortlist (so the two shortlists are paired draws). Relative
+count and shortlist (so the two shortlists are paired draws), and a rerun
+wave `extend-1` taking the parent's next two candidates below its shortlist
+(to be frozen with `aimmat waves freeze` before OUT is applied). Relative
 paths are rewritten for OUT's folder.
 
     python scripts/demo_cycle.py manifests/demo.yaml campaigns/demo-cycle1.yaml
@@ -57,6 +59,13 @@ def main(argv: list[str]) -> int:
             sets.append(c)
     m["candidate_sets"] = sets
     m.pop("learning")  # this cycle is done; a next one would name the child as its parent
+    # a pre-registered rerun wave: the parent's next two by score below its shortlist, if the model is sure of them
+    # (frozen by `aimmat waves freeze` before this manifest is applied)
+    parent_sets = [s["name"] for s in sets if s["source"]["kind"] == "generator" and s["source"]["model"] == lc["parent"]]
+    m["waves"] = [{"name": "extend-1",
+                   "select": {"statuses": ["not_shortlisted"], "sets": parent_sets, "uncertainty_max_dex": 0.1,
+                              "max_candidates": 2},
+                   "intervention": "next two by score below the shortlist, predicted uncertainty <= 0.1 dex"}]
     m["models"][lc["name"]] = {"path": os.path.relpath(campaign / rec["checkpoint"], new), "sha256": rec["child_sha256"]}
     out.write_text(f"# written by scripts/demo_cycle.py from {argv[0]} and {rec_path.name} of cycle {lc['name']}\n"
                    + yaml.safe_dump(m, sort_keys=False))

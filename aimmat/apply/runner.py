@@ -48,6 +48,8 @@ class StageTask:
     profile: dict | None = None
     max_attempts: int = 1
     candidate: dict | None = None  # import only: the CandidateRecord to write
+    wave: str | None = None  # the frozen rerun wave this run belongs to (aimmat.state.waves)
+    intervention: str | None = None  # what the first attempt changes (a wave's overrides)
 
 
 @dataclass
@@ -149,6 +151,8 @@ def _run_stage(task: StageTask, started: list[int]) -> TaskResult:
         intervention = "resume from last recorded output"
     elif resumed:
         intervention = "resume after interruption"
+    elif task.intervention:
+        intervention = task.intervention
     structure = Structure.from_dict(task.structure)
     fn = load_stage_fn(task.run)
     # earlier attempts under this same key: a stage may read their finished engine runs
@@ -164,7 +168,7 @@ def _run_stage(task: StageTask, started: list[int]) -> TaskResult:
             shutil.rmtree(adir)
         elif os.path.lexists(adir):  # a stray file (a symlink was refused above)
             adir.unlink()
-        att = Attempt(n=n, key=task.key, started=_now(), status="running", intervention=intervention)
+        att = Attempt(n=n, key=task.key, started=_now(), status="running", intervention=intervention, wave=task.wave)
         base = dict(stage=task.stage, key=task.key, key_inputs=task.key_inputs, host=HOST, pid=pid, pid_start=tick)
         _write(task, rec_path, StageRecord(**base, status="running", attempts=attempts + [att], outputs=previous.outputs if previous else {}).model_dump(mode="json"))
         _ev(task, "stage_start", attempt=n, intervention=intervention)

@@ -36,6 +36,10 @@ def make_task(res: Resolved, a: StageAction, cobs, prepared) -> StageTask:
         probe = cobs.stages[recipe.settings_from].result().probe or {}
         if probe.get("ok") and probe.get("structure"):
             structure = probe["structure"]
-    profile = recipe.task_profile(csum.species, metallic, res.retry_policy, settings)
+    wave = res.wave_for(a.set_name, a.cand_id, a.stage)
+    profile = recipe.task_profile(csum.species, metallic, res.retry_policy, settings, wave)
+    if wave is not None:  # every attempt it triggers carries the wave; the first one its intervention
+        return StageTask(**base, run=recipe.stage.run, structure=structure, stage_cfg=recipe.run_config(), profile=profile,
+                         max_attempts=wave.max_attempts, wave=wave.wave, intervention=f"wave {wave.wave}: {wave.intervention}")
     return StageTask(**base, run=recipe.stage.run, structure=structure, stage_cfg=recipe.run_config(),
                      profile=profile, max_attempts=res.max_attempts)

@@ -253,6 +253,34 @@ def export_handoff(manifest, target, as_zip, partial, out) -> None:
         click.echo(f"wrote {zpath}")
 
 
+@cli.group()
+def waves() -> None:
+    """Pre-registered rerun waves (the manifest's `waves:`)."""
+
+
+@waves.command("freeze")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.argument("wave")
+def waves_freeze(manifest, wave) -> None:
+    """Record WAVE's policy hash and the candidates it selects now, with the time, in <campaign>/waves/WAVE.json.
+    Apply runs only frozen waves, and refuses one whose policy changed after freezing."""
+    from aimmat.state import waves as w
+    from aimmat.state.lock import CampaignLock
+
+    spec = _load(manifest)
+    if not spec.campaign_dir.is_dir():
+        raise CampaignError(f"{spec.campaign_dir} does not exist: a wave selects from records", fix=f"aimmat apply {manifest} first")
+    observed = _scan_checked(spec)
+    with CampaignLock(spec.campaign_dir):
+        rec, written = w.freeze(spec, observed, wave)
+    head = "froze" if written else "already frozen (same policy), unchanged:"
+    click.echo(f"{head} wave {wave} (policy {rec['policy_sha256'][:12]}, {rec['frozen_at']}): "
+               f"{len(rec['selected'])} candidate(s), intervention: {rec['intervention']}")
+    for r in rec["selected"]:
+        why = r["failure_code"] or r["status"]
+        click.echo(f"  {r['candidate']:28s} {r['stage']:8s} {why}" + (f"  score {r['score']:.3f}" if r["score"] is not None else ""))
+
+
 @cli.command("slurm-script")
 @click.argument("manifest", type=click.Path(dir_okay=False))
 def slurm_script_cmd(manifest) -> None:

@@ -105,6 +105,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     screening["ranking"] = _ranking(spec, shortlists)
     screening["learning"] = _learning(spec, observed, screening["ranking"], statuses)
     screening["triage"] = _triage(spec, observed, screening["ranking"], statuses)
+    screening["waves"] = _waves(spec, observed, statuses)
     screening["overall"] = block(sum(by_set.values(), Counter()), sum(coverage.values(), Counter()),
                                  sum(failures.values(), Counter()), sum(n_by_set.values()))
     validated = _validated(spec, rows, relaxed)
@@ -248,6 +249,51 @@ def _triage(spec: CampaignSpec, observed: Observed, ranking: dict, statuses: dic
                 b[f"{k}_wilson95"] = list(ci) if ci else None
     return {"bins_dex": list(spec_t.bins_dex), "uncertainty": "the ranking's uncertainty term (dex)",
             "models": list(by_model.values())}
+
+
+def _waves(spec: CampaignSpec, observed: Observed, statuses: dict) -> list[dict]:
+    """Per declared wave: its frozen policy and selection, how many of the selected it converted to elastic-ready
+    and pass_both (Wilson intervals), and for each candidate the attempts the wave triggered with their
+    interventions: a conversion is attributed to what those attempts changed."""
+    from aimmat.errors import AimmatError
+    from aimmat.state.waves import read_frozen
+
+    out = []
+    for w in spec.manifest.waves:
+        try:
+            rec = read_frozen(spec, w.name)
+        except AimmatError as exc:
+            out.append({"name": w.name, "frozen": False, "error": str(exc)})
+            continue
+        if rec is None:
+            out.append({"name": w.name, "frozen": False})
+            continue
+        rows, ran, ready, both = [], 0, 0, 0
+        for sel in rec.get("selected", []):
+            s, c = sel["candidate"].split("/", 1)
+            cobs = observed.candidates.get((s, c))
+            srec = cobs.stages.get(sel["stage"]) if cobs else None
+            atts = [a for a in (srec.attempts if srec else []) if a.wave == w.name]
+            now = statuses.get((s, c), "pending")
+            ok = now == "elasticready"
+            pb = ok and _pass_both(spec, cobs)
+            ran += bool(atts)
+            ready += ok
+            both += pb
+            rows.append({"candidate": sel["candidate"], "stage": sel["stage"], "before": sel["failure_code"] or sel["status"],
+                         "now": now, "pass_both": pb, "attempts": len(atts),
+                         "interventions": [a.intervention for a in atts if a.intervention],
+                         "converted_by": next((a.intervention for a in reversed(atts) if a.status == "done"), None)})
+        n = len(rows)
+        row = {"name": w.name, "frozen": True, "frozen_at": rec.get("frozen_at"), "policy_sha256": rec.get("policy_sha256"),
+               "intervention": rec.get("intervention"), "selected": n, "ran": ran, "elasticready": ready, "pass_both": both,
+               "candidates": rows}
+        for k in ("elasticready", "pass_both"):
+            row[f"{k}_rate"] = row[k] / n if n else None
+            ci = wilson_interval(row[k], n)
+            row[f"{k}_wilson95"] = list(ci) if ci else None
+        out.append(row)
+    return out
 
 
 def _lookup(scope: dict, keys: list[str]):

@@ -222,6 +222,39 @@ def _milestone(value: str) -> str:
 Milestone = Annotated[str, AfterValidator(_milestone)]
 
 
+WAVE_STATUSES = ("outputpresentnotconverged", "failed", "not_converged_settings", "not_shortlisted")
+
+
+class WaveSelect(Strict):
+    """Which candidates a rerun wave takes, decided from the records when it is frozen."""
+
+    statuses: list[Literal[WAVE_STATUSES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["outputpresentnotconverged"], min_length=1,
+        description="Candidate statuses the wave takes: a failed stage is rerun; not_shortlisted candidates enter the "
+                    "first engine stage past the shortlist.")
+    failure_classes: list[Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9_]+$")]] | None = Field(
+        None, max_length=100, description="Only these failure classes of the failed stage (default: any).")
+    sets: list[SafeId] | None = Field(None, max_length=1000, description="Only these sets (default: all).")
+    score_min: float | None = bounded(None, ge=-1000, le=1000, description="Ranked sets: only candidates scoring at least this.")
+    uncertainty_max_dex: float | None = bounded(None, ge=0, le=100, description="Ranked sets: only candidates predicted this certain or better.")
+    max_previous_attempts: int | None = bounded(None, ge=0, le=100, description="Only candidates whose failed stage ran at most this many attempts.")
+    max_candidates: int = bounded(50, ge=1, le=100000, description="Take at most this many (best score first, then name).")
+
+
+class WaveSpec(Strict):
+    """A pre-registered rerun wave: its policy is frozen (`aimmat waves freeze`) before it runs."""
+
+    name: SafeId
+    select: WaveSelect = Field(default_factory=WaveSelect)
+    overrides: dict[Annotated[str, Field(max_length=64, pattern=r"^[a-z_][a-z0-9_]*$")], float | int | str | bool] = Field(
+        default_factory=dict, max_length=50,
+        description="Profile fields the wave's attempts run with (e.g. mixing_beta: 0.3, electron_maxstep: 300, "
+                    "kspacing_per_a: 0.15, fmax_ev_per_a: 0.05); each must be a field of the profile it reaches.")
+    max_attempts: int = bounded(2, ge=1, le=20, description="Attempts the wave may spend per selected candidate (its retry ladder included).")
+    intervention: Annotated[str, Field(max_length=200)] | None = Field(
+        None, description="A name for the intervention in reports (default: the overrides).")
+
+
 class BestSpec(Strict):
     """How the snapshot names the best validated candidate."""
 
@@ -268,7 +301,7 @@ class RenderTarget(Strict):
 
 
 # campaign folders that are not candidate sets (aimmat.state.layout.RESERVED holds them and the files)
-RESERVED_FOLDERS = ("evidence", "manuscript", "learning", "handoff")
+RESERVED_FOLDERS = ("evidence", "manuscript", "learning", "handoff", "waves")
 OUTCOMES = ("pass_both", "fail_gates", "outputpresentnotconverged", "not_converged_settings", "failed", "screened_out")
 
 
@@ -337,6 +370,9 @@ class ManifestBase(Strict):
     render: list[RenderTarget] = Field(default_factory=list, max_length=1000)
     ablations: list[AblationVariant] = Field(default_factory=list, max_length=100)
     learning: LearningSpec | None = Field(None, description="One active-learning cycle (`aimmat model update`).")
+    waves: list[WaveSpec] = Field(
+        default_factory=list, max_length=100,
+        description="Pre-registered rerun waves: frozen by `aimmat waves freeze MANIFEST W` before apply runs them.")
     milestones: dict[SafeId, Milestone] = Field(
         default_factory=dict, max_length=100,
         description="Named claims checked against the evidence snapshot, e.g. `R1: validated.pass_both >= 5` or "
@@ -410,6 +446,19 @@ class ManifestBase(Strict):
                 if prof.kind == "qe" and prof.mpi_ranks > self.executor.cores_per_worker:
                     raise FieldError(("profiles", name, "mpi_ranks"), f"{prof.mpi_ranks} ranks do not fit in a worker of "
                                      f"executor.cores_per_worker = {self.executor.cores_per_worker}")
+        names = [w.name for w in self.waves]
+        for i, w in enumerate(self.waves):
+            if w.name in names[:i]:
+                raise FieldError(("waves", i, "name"), f"duplicate wave name '{w.name}'")
+            fields = set()
+            for prof in self.profiles.values():
+                fields |= set(type(prof).model_fields)
+            bad = sorted(k for k in w.overrides if k not in fields or k in ("kind", "pseudo", "launcher", "pw_command"))
+            if bad:
+                raise FieldError(("waves", i, "overrides"), f"{', '.join(bad)}: not a field of any declared profile")
+            unknown = sorted(set(w.select.sets or []) - {s.name for s in self.candidate_sets})
+            if unknown:
+                raise FieldError(("waves", i, "select", "sets"), f"unknown set(s): {', '.join(unknown)}")
         if self.evidence.triage is not None and not any(s.rank is not None for s in self.candidate_sets):
             raise FieldError(("evidence", "triage"), "uncertainty triage bins a shortlist: declare `rank:` on a candidate set")
         return self

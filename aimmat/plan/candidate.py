@@ -67,7 +67,8 @@ def _stage_action(res: Resolved, s, c, recipe: Recipe, gate: StageAction, out, s
     if gate.action == Action.KEEP and gate.state in _GATE_WHY:
         what = ", ".join(gate.reasons) if gate.state == "screened_out" else gate.stage
         return StageAction(s, c, stage, Action.BLOCKED, [_GATE_WHY[gate.state].format(what)])
-    if shortlist is not None:
+    wave = res.wave_for(s, c, stage)
+    if shortlist is not None and wave is None:  # a frozen wave may take a candidate past its shortlist
         why = shortlist.reason(c)
         if why is not None:
             return StageAction(s, c, stage, Action.BLOCKED, [why], state="not_shortlisted" if why.startswith("not") else "waiting")
@@ -100,24 +101,28 @@ def _stage_action(res: Resolved, s, c, recipe: Recipe, gate: StageAction, out, s
     else:
         up = summaries[src_stage]
         struct_sha, metallic = up.structure_sha256, up.metallic
-    key = recipe.key(struct_sha, csum.species, metallic, settings)
+    key = recipe.key(struct_sha, csum.species, metallic, settings, wave)
     if rec is not None and rec.key == key and stage not in replace:
-        kept = _kept(res, s, c, recipe, rec, key, alive, cobs)
+        kept = _kept(res, s, c, recipe, rec, key, alive, cobs, wave.max_attempts if wave is not None else None)
         if kept is not None:
             return kept
     # pending: the executor needs the inputs
-    inputs = recipe.inputs(struct_sha, csum.species, metallic, settings)
+    inputs = recipe.inputs(struct_sha, csum.species, metallic, settings, wave)
     if rec is None:
         why = f"after {gate.stage}" if gate.action in PENDING else "not run yet"
+        if wave is not None:
+            why = f"wave {wave.wave}: {wave.intervention}"
         return StageAction(s, c, stage, Action.CREATE, [why], key, inputs)
     if stage in replace:
         why = "--replace " + stage
+    elif wave is not None and rec.key != key and cobs.stages[stage].key_inputs.get("wave") != inputs["wave"]:
+        why = f"wave {wave.wave}: {wave.intervention} (after {rec.failure_code or rec.status})"
     elif rec.key != key:
         why = "inputs changed: " + "; ".join(describe_changes(cobs.stages[stage].key_inputs, inputs))
     elif rec.status == "running":
         why = f"interrupted: pid {rec.pid} on {rec.host} is gone; resuming"
     else:
-        why = f"retry after {rec.failure_code} (attempt {rec.n_attempts + 1} of {res.max_attempts})"
+        why = f"retry after {rec.failure_code} (attempt {rec.n_attempts + 1} of {wave.max_attempts if wave else res.max_attempts})"
     return StageAction(s, c, stage, Action.RERUN, [why], key, inputs)
 
 
@@ -135,7 +140,7 @@ def settings_reasons(cobs, stage: str) -> list[str]:
     return [f"chose {shown}" + (" (metal)" if chosen.get("metallic") else "")] + [f"because {w}" for w in res.why]
 
 
-def _kept(res: Resolved, s, c, recipe: Recipe, rec, key: str, alive, cobs=None) -> StageAction | None:
+def _kept(res: Resolved, s, c, recipe: Recipe, rec, key: str, alive, cobs=None, limit: int | None = None) -> StageAction | None:
     """The KEEP action of a record whose key matches, or None when it must run again."""
     stage = recipe.name
     if rec.status == "done":
@@ -146,7 +151,7 @@ def _kept(res: Resolved, s, c, recipe: Recipe, rec, key: str, alive, cobs=None) 
         return StageAction(s, c, stage, Action.KEEP, [], key, None, "done")
     if rec.status == "running" and (s, c, stage) in alive:
         return StageAction(s, c, stage, Action.KEEP, [f"running (pid {rec.pid} on {rec.host})"], key, None, "running")
-    if rec.status == "failed" and not (rec.retryable and rec.n_attempts < res.max_attempts):
+    if rec.status == "failed" and not (rec.retryable and rec.n_attempts < (limit or res.max_attempts)):
         return StageAction(s, c, stage, Action.KEEP,
                            [f"failed: {rec.failure_code} after {rec.n_attempts} attempt(s); `--replace {stage}` forces a rerun"],
                            key, None, "failed")

@@ -7,6 +7,8 @@ are looked up here, once per command, and frozen into recipes.
 
 from __future__ import annotations
 
+from aimmat.state.waves import assignments
+
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -62,6 +64,7 @@ def resolve(spec: CampaignSpec, species: Iterable[str] = (), *, import_keys_: di
         shortlist_stage=next((d.name for d in spec.chain() if d.kind == "engine"), None),
         ranked=MappingProxyType(ranked),
         palette=palette,
+        waves=MappingProxyType(assignments(spec)) if spec.manifest.waves else MappingProxyType({}),
     )
 
 

@@ -62,7 +62,7 @@ class Recipe:
         """The config dict the stage function receives: its manifest block plus what resolving added."""
         return {**self.config.model_dump(), **self.run_extra}
 
-    def inputs(self, structure_sha256, species: str = "", metallic=None, settings=None) -> dict[str, Any]:
+    def inputs(self, structure_sha256, species: str = "", metallic=None, settings=None, wave=None) -> dict[str, Any]:
         """Everything that determines this stage's result for one input
         structure (canonical). For qe profiles the md5 of each element's
         pseudopotential file, named by file: changing a UPF's bytes reruns
@@ -78,12 +78,14 @@ class Recipe:
                 inputs["metallic"] = bool(metallic)
         if settings is not None:
             inputs["settings"] = canonical(dict(settings))
+        if wave is not None:  # a frozen rerun wave (aimmat.state.waves): its name, policy hash and overrides
+            inputs["wave"] = canonical(wave.settings())
         return inputs
 
-    def key(self, structure_sha256, species: str = "", metallic=None, settings=None) -> str:
+    def key(self, structure_sha256, species: str = "", metallic=None, settings=None, wave=None) -> str:
         """``stage_key(self.inputs(...))``, from a template when the hash allows."""
-        if settings is not None:  # per-candidate values: no template
-            return stage_key(self.inputs(structure_sha256, species, metallic, settings))
+        if settings is not None or wave is not None:  # per-candidate values: no template
+            return stage_key(self.inputs(structure_sha256, species, metallic, settings, wave))
         if fillable(structure_sha256):
             t = self.templates.get(self._template_id(species, metallic))
             if t is not None:
@@ -106,7 +108,7 @@ class Recipe:
             raise Unresolved(f"stage {self.name}: element set {species.split(SEP)} was not resolved",
                              fix="report this: resolve() must be given every candidate's elements") from None
 
-    def task_profile(self, species: str, metallic, retry_policy: dict, settings=None) -> dict | None:
+    def task_profile(self, species: str, metallic, retry_policy: dict, settings=None, wave=None) -> dict | None:
         """The profile dict an engine receives: the manifest profile plus what
         resolving found (pseudopotential paths, cutoffs, the metal k-spacing)
         and, last, the chosen ``settings`` of ``settings_from``."""
@@ -123,6 +125,11 @@ class Recipe:
                 prof["kspacing_per_a"] = prof["kspacing_metal_per_a"]
         if settings:
             apply_settings(prof, settings)
+        if wave is not None:  # the wave's overrides, last: they are what the wave changes
+            prof.update(wave.overrides)
+            if "kspacing_per_a" in wave.overrides:
+                prof["kspacing_metal_per_a"] = wave.overrides["kspacing_per_a"]
+                prof["kpoints"] = None
         return prof
 
 
@@ -166,6 +173,12 @@ class Resolved:
     shortlist_stage: str | None  # the first engine stage: ranked sets' shortlist gates it
     ranked: Mapping[str, Any]  # set name -> RankSpec with a top_k
     palette: Any = None  # aimmat.resolve.palette.Palette: elements candidates may contain
+    waves: Mapping[tuple[str, str], Any] = field(default_factory=dict)  # (set, cand) -> aimmat.state.waves.Assignment
+
+    def wave_for(self, set_name: str, cand_id: str, stage: str):
+        """The frozen wave that reruns this candidate's ``stage``, or None."""
+        a = self.waves.get((set_name, cand_id)) if self.waves else None
+        return a if a is not None and a.stage == stage else None
 
     def outside_palette(self, species: str) -> list[str]:
         """Elements of a SEP-joined element set that the palette excludes (sorted)."""

@@ -27,6 +27,7 @@ class Attempt(_Rec):
     failure_code: str | None = None
     message: str | None = None
     intervention: str | None = Field(None, description="What this attempt changed, e.g. 'restart from last structure'.")
+    wave: str | None = Field(None, description="The frozen rerun wave that triggered this attempt (aimmat waves freeze).")
     wall_s: float | None = None
 
 

@@ -125,7 +125,7 @@ class ModelSpec(Strict):
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of the file; a mismatch stops diff and apply.")
 
 
-RANK_TERMS = ("log10_k_vrh", "log10_g_vrh", "log10_pd_margin", "uncertainty")
+RANK_TERMS = ("log10_k_vrh", "log10_g_vrh", "log10_pd_margin", "uncertainty", "hhi_production")
 
 
 class RankSpec(Strict):
@@ -134,7 +134,9 @@ class RankSpec(Strict):
     score = sum of weight x term over: log10_k_vrh, log10_g_vrh (predicted
     VRH moduli, GPa), log10_pd_margin (smallest eigenvalue of the predicted
     tensor, GPa), uncertainty (dex: the checkpoint's error head's predicted |error| of log10 K_VRH where
-    it has one, else the ensemble spread of log10 K_VRH).
+    it has one, else the ensemble spread of log10 K_VRH), hhi_production (the composition's production
+    Herfindahl-Hirschman index / 10,000 from pymatgen's HHI data: a negative weight prefers elements whose
+    supply is spread over many producers).
     Only candidates that pass the screen are eligible.
     """
 

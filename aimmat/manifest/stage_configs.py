@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -17,6 +17,25 @@ class ScreenStage(Strict):
     prerelax_profile: SafeId | None = Field(
         None, description="Relax with this (emt/chgnet) profile before the checks: ML pre-relaxation."
     )
+    # synthesis-oriented criteria: off unless set (and then part of the screen's key)
+    hhi_production_max: float | None = bounded(
+        None, gt=0, le=10000, description="Elemental supply: largest allowed Herfindahl-Hirschman index of production "
+        "(pymatgen's HHI data, Gaillard et al., Chem. Mater. 2013; US DOJ: above 2500 is highly concentrated).")
+    toxic_list: Literal["rohs", "epa_priority_metals"] | None = Field(
+        None, description="Reject compositions with an element of this list (aimmat/stages/toxic_elements.json names "
+                          "each list's source: EU RoHS 2011/65/EU Annex II; US EPA priority pollutants, 40 CFR 423 App. A).")
+    no_radioactive: bool = Field(False, description="Reject compositions with an element that has no stable isotope.")
+
+    KEY_OMIT_DEFAULT: ClassVar[tuple[str, ...]] = ("hhi_production_max", "toxic_list", "no_radioactive")
+
+    def key_criteria(self) -> dict:
+        """The criteria in the screen's key: the synthesis-oriented ones only when set, so a campaign screened
+        before they existed keeps its keys."""
+        d = self.model_dump()
+        for k in self.KEY_OMIT_DEFAULT:
+            if d[k] in (None, False):
+                d.pop(k)
+        return d
 
     @model_validator(mode="after")
     def _bounds(self) -> "ScreenStage":

@@ -46,14 +46,31 @@ def predict(ckpt, structures) -> list[dict]:
                 "log10_pd_margin": math.log10(max(margin, 1e-3)),
                 "uncertainty": (float(err_head[b, 0]) if err_head is not None
                                 else float(np.std(np.log10(np.clip(k_heads, 1e-2, None))))),
+                "hhi_production": _hhi_fraction(structures[b].composition),
             },
             "uncertainty_source": "error_head" if err_head is not None else "ensemble_spread",
         })
     return out
 
 
+def _hhi_fraction(composition) -> float:
+    """Production HHI of the composition / 10,000 (pymatgen's HHI data): 0 spread supply, 1 a single source.
+    An element without data counts as 1 (the conservative end), so a negative weight never favours it."""
+    from pymatgen.analysis.hhi import HHIModel
+
+    hhi, _ = HHIModel().get_hhi(composition)
+    return 1.0 if hhi is None else round(float(hhi) / 1e4, 6)
+
+
 def score(prediction: dict, weights: dict[str, float]) -> float:
-    return float(sum(w * prediction["terms"][t] for t, w in weights.items()))
+    terms = prediction["terms"]
+    missing = [t for t in weights if t not in terms]
+    if missing:
+        from aimmat.errors import CampaignError
+
+        raise CampaignError(f"a stored prediction has no ranking term {', '.join(missing)} (imported by an earlier aimmat)",
+                            fix="re-import the set's candidates: aimmat apply MANIFEST --target SET --replace import")
+    return float(sum(w * terms[t] for t, w in weights.items()))
 
 
 @dataclass

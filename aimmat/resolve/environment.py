@@ -75,7 +75,7 @@ def _recipe(spec: CampaignSpec, d: StageDef, probe: "_Probe") -> Recipe:
     static: dict[str, Any] = {"recipe": d.recipe_version}
     engine = None
     if d.kind == "screen":
-        static["criteria"] = cfg.model_dump()
+        static["criteria"] = cfg.key_criteria()
         if profile is not None:  # ML pre-relaxation before the checks
             static["prerelax"] = {"engine": probe.engine(profile.kind), "profile": profile.key_params("relax")}
     else:

@@ -23,6 +23,40 @@ def charge_neutral(structure) -> bool:
     return bool(smact_validity(structure.composition.reduced_formula))
 
 
+def toxic_lists() -> dict:
+    """The element lists of ``toxic_elements.json`` (each with its source)."""
+    import json
+
+    data = json.loads((Path(__file__).parent / "toxic_elements.json").read_text())
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def synthesis_criteria(composition, cfg: dict) -> dict[str, dict]:
+    """The synthesis-oriented criteria the screen config sets (none by default): elemental supply
+    concentration (pymatgen's HHI data: production-weighted Herfindahl-Hirschman index), a toxic-element list,
+    elements without a stable isotope. Each recorded like the other criteria, with its value and threshold."""
+    out = {}
+    symbols = sorted(el.symbol for el in composition.elements)
+    if cfg.get("hhi_production_max") is not None:
+        from pymatgen.analysis.hhi import HHIModel
+
+        hhi, _ = HHIModel().get_hhi(composition)
+        ok = hhi is not None and hhi <= cfg["hhi_production_max"]
+        out["hhi_production"] = {"pass": bool(ok), "value": None if hhi is None else round(float(hhi), 1),
+                                 "threshold": cfg["hhi_production_max"], "unit": "HHI",
+                                 **({} if hhi is not None else {"reason": "no HHI data for an element"})}
+    if cfg.get("toxic_list"):
+        listed = set(toxic_lists()[cfg["toxic_list"]]["elements"])
+        found = [e for e in symbols if e in listed]
+        out["toxic_elements"] = {"pass": not found, "value": found, "threshold": cfg["toxic_list"], "unit": None}
+    if cfg.get("no_radioactive"):
+        from pymatgen.core import Element
+
+        found = [e for e in symbols if Element(e).is_radioactive]
+        out["radioactive"] = {"pass": not found, "value": found, "threshold": "no element without a stable isotope", "unit": None}
+    return out
+
+
 def run_screen(structure, cfg: dict, profile: dict | None, directory: Path | None, previous: StageOutcome | None = None) -> StageOutcome:
     """Screen ``structure`` against ``cfg``'s criteria.
 
@@ -76,6 +110,7 @@ def run_screen(structure, cfg: dict, profile: dict | None, directory: Path | Non
     if cfg["charge_neutral"]:
         ok = charge_neutral(structure)
         criteria["charge_neutral"] = {"pass": ok, "value": ok, "threshold": True, "unit": None}
+    criteria.update(synthesis_criteria(structure.composition, cfg))
     strict = all(c["pass"] for c in criteria.values())
     for c in criteria.values():
         c["pass"] = bool(c["pass"])

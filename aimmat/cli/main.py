@@ -114,8 +114,24 @@ def diff(manifest, as_json, exit_code, target, replace, verbose, rescan) -> None
         if pal is not None and pal.elements is not None:
             click.echo(pal.describe())
         click.echo(format_plan(p, verbose=verbose))
+        if spec.manifest.publish is not None and tgt is None:
+            click.echo(_publish_summary(spec, observed, verbose))
     if exit_code and p.has_changes:
         sys.exit(EXIT_CHANGES_PENDING)
+
+
+def _publish_summary(spec, observed, verbose: bool) -> str:
+    """diff's publish section: per contribution create / rerun (payload changed) / keep (uploaded as it is)."""
+    from aimmat.export import publish as pub
+
+    acts = pub.actions(spec, pub.build(spec, observed))
+    counts = {a: sum(1 for x, _, _ in acts if x == a) for a in ("create", "rerun", "keep")}
+    lines = [f"publish (MPContribs project {spec.manifest.publish.project}, scope {spec.manifest.publish.scope}): "
+             f"{counts['create']} to create, {counts['rerun']} to rerun (payload changed), {counts['keep']} to keep "
+             "(`aimmat publish` uploads; not counted by --exit-code)"]
+    if verbose:
+        lines += [f"  {a:6s} {p.relpath}" for a, p, _ in acts]
+    return "\n".join(lines)
 
 
 @cli.command()
@@ -251,6 +267,53 @@ def export_handoff(manifest, target, as_zip, partial, out) -> None:
     click.echo(f"wrote {dest}/ ({len(files)} files, {size / 1e6:.2f} MB; check: cd {dest} && sha256sum -c SHA256SUMS)")
     if zpath is not None:
         click.echo(f"wrote {zpath}")
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Write the payloads under <campaign>/publish/payloads/ and validate them; upload nothing.")
+def publish(manifest, dry_run) -> None:
+    """Publish the manifest's `publish:` candidates to MPContribs: new and changed payloads only, one publish
+    record per confirmed upload; the API key comes from the environment variable the block names."""
+    from aimmat.export import publish as pub
+    from aimmat.state.lock import CampaignLock
+
+    spec = _load(manifest)
+    if spec.manifest.publish is None:
+        raise UsageError(f"{manifest}: no `publish:` block", fix="declare publish: {project: NAME, scope: validated}")
+    if not spec.campaign_dir.is_dir():
+        raise CampaignError(f"{spec.campaign_dir} does not exist: nothing to publish", fix=f"aimmat apply {manifest} first")
+    observed = _scan_checked(spec)
+    payloads = pub.build(spec, observed)
+    problems = [(p, why) for p in payloads for why in pub.validate(p)]
+    if problems:
+        raise pub.PayloadError(f"{len(problems)} problem(s) in the MPContribs payloads (nothing written or uploaded):\n"
+                               + "\n".join(f"  {p.relpath}: {why}" for p, why in problems))
+    acts = pub.actions(spec, payloads)
+    counts = {a: sum(1 for x, _, _ in acts if x == a) for a in ("create", "rerun", "keep")}
+    with CampaignLock(spec.campaign_dir):
+        paths = pub.write_payloads(spec, payloads)
+        if dry_run:
+            for a, p, _ in acts:
+                click.echo(f"  {a:6s} {p.relpath}  ({p.body['identifier']}, sha256 {p.sha256[:12]})")
+            click.echo(f"dry run: {len(paths)} payload(s) written under {spec.campaign_dir / 'publish' / 'payloads'} and "
+                       f"validated with mpcontribs-client's checks; {counts['create']} to create, {counts['rerun']} to "
+                       f"update, {counts['keep']} unchanged; nothing uploaded")
+            return
+        todo = [x for x in acts if x[0] != "keep"]
+        if not todo:
+            click.echo(f"nothing to upload: {counts['keep']} contribution(s) unchanged since they were published")
+            return
+        written, failed = pub.upload(spec, todo, pub.client_for(spec))
+    for r in written:
+        click.echo(f"  {r['action']:6s} {r['candidate']}  -> {r['remote_id']}")
+    click.echo(f"published {len(written)} of {len(todo)} ({counts['keep']} unchanged, not uploaded again)")
+    if failed:
+        for p, why in failed:
+            click.echo(f"error: {p.relpath}: upload failed: {why}", err=True)
+        click.echo("  fix: the other publish records are written; run `aimmat publish` again to retry the failed ones",
+                   err=True)
+        sys.exit(EXIT_FAILED_STAGES)
 
 
 @cli.group()

@@ -109,9 +109,7 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
     screening["overall"] = block(sum(by_set.values(), Counter()), sum(coverage.values(), Counter()),
                                  sum(failures.values(), Counter()), sum(n_by_set.values()))
     validated = _validated(spec, rows, relaxed)
-    imported = sum(1 for co in observed.candidates.values() if co.record is not None)
-    public = {"generated": len(spec.candidates), "structures": imported,
-              "model_generated": sum(1 for c in spec.candidates if c.fmt == "generator"), "contributions_prepared": 0, "contributions_uploaded": 0}
+    public = _public(spec, observed)
     scopes = {"public": public, "screening": screening, "validated": validated}
     # each milestone reads one scope and is reported inside it: a template of that scope can show it
     evaluated = milestones(spec, scopes)
@@ -126,6 +124,21 @@ def snapshot(spec: CampaignSpec, observed: Observed) -> dict:
         "scopes": scopes,
         "protocol": _protocol(spec, observed),
     }
+
+
+def _public(spec: CampaignSpec, observed: Observed) -> dict:
+    """Project scale from records only: structures in the campaign, those the model generated (their import
+    records' provenance), and MPContribs contributions from the publish records (never from the manifest)."""
+    from aimmat.state.publish_records import count_payloads, read_records
+
+    wanted = {(s.set_name, s.cand_id) for s in spec.candidates}
+    recs = [co.record for k, co in observed.candidates.items() if k in wanted and co.record is not None]
+    project = spec.manifest.publish.project if spec.manifest.publish is not None else None
+    pub = read_records(spec.campaign_dir, project) if project is not None else []
+    return {"structures": len(recs), "generated": sum(1 for r in recs if (r.provenance or {}).get("kind") == "generator"),
+            "contributions_prepared": count_payloads(spec.campaign_dir) if project is not None else 0,
+            "contributions_uploaded": len(pub), "contributions_with_structures": sum(1 for r in pub if r.get("structures")),
+            "project": project}
 
 
 def _ranking(spec: CampaignSpec, shortlists: dict) -> dict:

@@ -257,6 +257,22 @@ class WaveSpec(Strict):
         None, description="A name for the intervention in reports (default: the overrides).")
 
 
+class PublishSpec(Strict):
+    """Publishing to MPContribs (`aimmat publish`): which candidates, which scope, which project."""
+
+    project: Annotated[str, Field(min_length=3, max_length=31, pattern=r"^[a-zA-Z0-9_]+$")] = Field(
+        description="The MPContribs project (created on the platform by its owner).")
+    host: Annotated[str, Field(max_length=200, pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")] = Field(
+        "contribs-api.materialsproject.org", description="The MPContribs API host.")
+    scope: Literal["validated", "screening"] = Field(
+        "validated", description="validated: elastic-ready candidates with tensors and gates; screening: every imported "
+                                 "candidate with its structure and status.")
+    sets: list[SafeId] | None = Field(None, max_length=1000, description="Only these sets (default: all).")
+    api_key_env: Annotated[str, Field(max_length=64, pattern=r"^[A-Z_][A-Z0-9_]*$")] = Field(
+        "MPCONTRIBS_API_KEY", description="Environment variable holding the API key (the key never goes in the manifest).")
+    public: bool = Field(False, description="Upload as public contributions (default: private to the project).")
+
+
 class BestSpec(Strict):
     """How the snapshot names the best validated candidate."""
 
@@ -303,7 +319,7 @@ class RenderTarget(Strict):
 
 
 # campaign folders that are not candidate sets (aimmat.state.layout.RESERVED holds them and the files)
-RESERVED_FOLDERS = ("evidence", "manuscript", "learning", "handoff", "waves")
+RESERVED_FOLDERS = ("evidence", "manuscript", "learning", "handoff", "waves", "publish")
 OUTCOMES = ("pass_both", "fail_gates", "outputpresentnotconverged", "not_converged_settings", "failed", "screened_out")
 
 
@@ -372,6 +388,7 @@ class ManifestBase(Strict):
     render: list[RenderTarget] = Field(default_factory=list, max_length=1000)
     ablations: list[AblationVariant] = Field(default_factory=list, max_length=100)
     learning: LearningSpec | None = Field(None, description="One active-learning cycle (`aimmat model update`).")
+    publish: PublishSpec | None = Field(None, description="Publishing to MPContribs (`aimmat publish MANIFEST [--dry-run]`).")
     waves: list[WaveSpec] = Field(
         default_factory=list, max_length=100,
         description="Pre-registered rerun waves: frozen by `aimmat waves freeze MANIFEST W` before apply runs them.")
@@ -461,6 +478,10 @@ class ManifestBase(Strict):
             unknown = sorted(set(w.select.sets or []) - {s.name for s in self.candidate_sets})
             if unknown:
                 raise FieldError(("waves", i, "select", "sets"), f"unknown set(s): {', '.join(unknown)}")
+        if self.publish is not None and self.publish.sets is not None:
+            unknown = sorted(set(self.publish.sets) - {s.name for s in self.candidate_sets})
+            if unknown:
+                raise FieldError(("publish", "sets"), f"unknown set(s): {', '.join(unknown)}")
         if self.evidence.triage is not None and not any(s.rank is not None for s in self.candidate_sets):
             raise FieldError(("evidence", "triage"), "uncertainty triage bins a shortlist: declare `rank:` on a candidate set")
         return self

@@ -16,8 +16,8 @@ def test_snapshot_scopes_from_records(tmp_path, cli):
     code, out, _ = cli("evidence", path)
     snap = json.loads(out)
     pub, scr, val = (snap["scopes"][k] for k in ("public", "screening", "validated"))
-    assert pub == {"generated": 5, "structures": 5, "model_generated": 0, "contributions_prepared": 0, "contributions_uploaded": 0,
-                   "milestones": []}
+    assert pub == {"structures": 5, "generated": 0, "contributions_prepared": 0, "contributions_uploaded": 0,
+                   "contributions_with_structures": 0, "project": None, "milestones": []}
     assert scr["overall"]["status"]["screened_out"] == 4 and scr["overall"]["status"]["elasticready"] == 1
     assert scr["sets"]["1-element"]["coverage"]["relax_rate"] == 1 / 3
     assert val["n"] == 1 and val["rows"][0]["formula"] == "Al"

@@ -38,6 +38,7 @@ from aimmat.plan.actions import Action, Plan, StageAction
 from aimmat.plan.candidate import plan_candidate
 from aimmat.plan.plan import plan
 from aimmat.plan.shortlist import shortlists
+from aimmat.state.shortlist_freeze import freeze_final
 from aimmat.runtime import slots, stop
 from aimmat.runtime.gcpause import gc_paused
 from aimmat.state import journal
@@ -155,6 +156,7 @@ def _apply_locked(spec: CampaignSpec, prepared, observed: Observed, jobs: int, t
     with gc_paused():
         lists = shortlists(res, observed, replace)
         current = plan(res, observed, replace=replace, target=target, lists=lists)
+    freeze_final(spec, lists)  # before the first engine stage runs for a final shortlist
     if prune:
         summary.pruned = prune_orphans(cdir, current.orphans)
         gone = [f"warning: {cdir / p.split(' (')[0]}" for p in summary.pruned]  # their warnings are moot now
@@ -237,6 +239,7 @@ def _run_passes(res, prepared, backend, jobs: int, current: Plan, lists: dict, r
             with gc_paused():
                 lists = shortlists(res, observed)
                 queue = [c for c in plan(res, observed, target=target, lists=lists).pending_candidates() if c not in stuck]
+            freeze_final(res.spec, lists)
             if not queue:
                 break
     finally:

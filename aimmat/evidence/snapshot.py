@@ -226,10 +226,18 @@ def _triage(spec: CampaignSpec, observed: Observed, ranking: dict, statuses: dic
     scale), its shortlisted candidates binned by the ranking's uncertainty term, and per bin how many reached
     elastic-ready and pass_both, with Wilson intervals. Does the model's own uncertainty say where DFT hours
     convert? (screening scope: the cohort sent to DFT)"""
+    from aimmat.state.shortlist_freeze import read as read_frozen_shortlists
+
     spec_t = spec.manifest.evidence.triage
     if spec_t is None:
         return None
-    edges = [0.0] + list(spec_t.bins_dex) + [None]
+    # the bins frozen with the first final shortlist of a ranked set (apply records them); the manifest's only
+    # while no shortlist is frozen
+    frozen = [e for s in ranking for e in read_frozen_shortlists(spec.campaign_dir, s)[:1] if e.get("triage_bins_dex")]
+    first = min(frozen, key=lambda e: e["frozen_at"]) if frozen else None
+    bins_dex = list(first["triage_bins_dex"]) if first else list(spec_t.bins_dex)
+    source = f"frozen with the shortlist at {first['frozen_at']}" if first else "the manifest (no shortlist frozen yet)"
+    edges = [0.0] + bins_dex + [None]
     by_model: dict[str, dict] = {}
     for set_name, rk in ranking.items():
         model = rk["model"]
@@ -260,8 +268,9 @@ def _triage(spec: CampaignSpec, observed: Observed, ranking: dict, statuses: dic
                 b[f"{k}_rate"] = b[k] / n if n else None
                 ci = wilson_interval(b[k], n)
                 b[f"{k}_wilson95"] = list(ci) if ci else None
-    return {"bins_dex": list(spec_t.bins_dex), "uncertainty": "the ranking's uncertainty term (dex)",
-            "models": list(by_model.values())}
+    return {"bins_dex": bins_dex, "bins_source": source, "uncertainty": "the ranking's uncertainty term (dex)",
+            "manifest_bins_dex": list(spec_t.bins_dex),
+            "manifest_bins_ignored": list(spec_t.bins_dex) != bins_dex, "models": list(by_model.values())}
 
 
 def _waves(spec: CampaignSpec, observed: Observed, statuses: dict) -> list[dict]:

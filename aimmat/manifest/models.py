@@ -319,7 +319,7 @@ class RenderTarget(Strict):
 
 
 # campaign folders that are not candidate sets (aimmat.state.layout.RESERVED holds them and the files)
-RESERVED_FOLDERS = ("evidence", "manuscript", "learning", "handoff", "waves", "publish")
+RESERVED_FOLDERS = ("evidence", "manuscript", "learning", "handoff", "waves", "publish", "shortlists")
 OUTCOMES = ("pass_both", "fail_gates", "outputpresentnotconverged", "not_converged_settings", "failed", "screened_out")
 
 

@@ -8,6 +8,7 @@
 <campaign>/learning/<cycle>/record.json  checkpoint.pt   (`aimmat model update`)
 <campaign>/handoff/<set>/<candidate>/  <candidate>.zip   (`aimmat export handoff`)
 <campaign>/waves/<wave>.json            (`aimmat waves freeze`: policy hash, selection, time)
+<campaign>/shortlists/<set>.json        (apply: each final shortlist, with the triage bins of that moment)
 <campaign>/publish/payloads/<set>/<candidate>.json  records/<set>/<candidate>.json   (`aimmat publish`)
 ```
 """
@@ -26,7 +27,7 @@ JOURNAL_FILE = "journal.jsonl"
 LOCK_FILE = ".aimmat.lock"
 INDEX_FILE = ".aimmat-index.sqlite"
 # top-level entries that are not candidate sets
-RESERVED = frozenset({JOURNAL_FILE, LOCK_FILE, CAMPAIGN_FILE, "evidence", "manuscript", "learning", "handoff", "waves", "publish", ".index", INDEX_FILE})
+RESERVED = frozenset({JOURNAL_FILE, LOCK_FILE, CAMPAIGN_FILE, "evidence", "manuscript", "learning", "handoff", "waves", "publish", "shortlists", ".index", INDEX_FILE})
 
 Sig = tuple[int, int, int, int]
 

@@ -17,7 +17,7 @@ MILESTONES = {
     "R3": "screening.triage present",
     "R4": "screening.sets.1-element.status.not_shortlisted == 1",
     "R5": "validated.pass_bot >= 1",  # a typo: not met, and says why
-    "R6": "public.generated > 4.5",
+    "R6": "public.structures > 4.5",
 }
 
 
@@ -89,6 +89,18 @@ def test_triage_and_milestones_from_the_records(tmp_path, cli):
     assert (manuscript / "figures" / "uncertainty_triage.pdf").stat().st_size > 1000
     lock = json.loads((manuscript / "render.lock.json").read_text())
     assert "manuscript/figures/uncertainty_triage.png" in {o["path"] for o in lock["outputs"]}
+
+    # the bins were frozen with the shortlist: declared otherwise afterwards, they are reported, not used
+    frozen = json.loads((tmp_path / "camp/c/shortlists/1-element.json").read_text())
+    assert len(frozen) == 1 and frozen[0]["triage_bins_dex"] == [0.1, 0.3] and len(frozen[0]["members"]) == 2
+    m["evidence"] = {"triage": {"bins_dex": [0.05]}}
+    path.write_text(yaml.safe_dump(m, sort_keys=False))
+    tri = json.loads(cli("evidence", path)[1])["scopes"]["screening"]["triage"]
+    assert tri["bins_dex"] == [0.1, 0.3] and tri["manifest_bins_dex"] == [0.05] and tri["manifest_bins_ignored"]
+    assert tri["bins_source"].startswith("frozen with the shortlist at")
+    assert cli("apply", path, "-q", "--jobs", 1)[0] == 0  # the same shortlist: its frozen entry is not rewritten
+    assert json.loads((tmp_path / "camp/c/shortlists/1-element.json").read_text()) == frozen
+    assert "not used, since bins are fixed" in (manuscript / "shortlist.md").read_text()
 
 
 @pytest.mark.parametrize("bad, where", [

@@ -199,11 +199,12 @@ def status(manifest, as_json, verbose, rescan) -> None:
 
     pal = campaign_palette(spec)
     table = status_table(spec, observed, outside=lambda sp: pal.outside(sp.split(SEP)) if sp else [])
-    if spec.manifest.milestones:  # evaluated against the evidence snapshot, as the report shows them
+    if spec.manifest.milestones or spec.manifest.evidence.triage is not None:  # from the snapshot, as the report shows them
         from aimmat.evidence.snapshot import snapshot
 
         scopes = snapshot(spec, observed)["scopes"]
         table["milestones"] = [m for scope in ("public", "screening", "validated") for m in scopes[scope]["milestones"]]
+        table["triage"] = scopes["screening"]["triage"]
     click.echo(json.dumps(table, indent=1) if as_json else format_status(table, verbose=verbose))
 
 

@@ -35,6 +35,14 @@ def format_status(table: dict, *, verbose: bool = False) -> str:
     for name, counts in list(table["sets"].items()) + [("total", table["total"])]:
         row = name.ljust(width) + "".join(str(counts[c]).rjust(max(len(c), 5) + 2) for c in cols)
         lines.append(row + str(sum(counts.values())).rjust(7))
+    tri = table.get("triage")
+    if tri:
+        lines.append("")
+        lines.append(f"uncertainty triage (bins {', '.join(map(str, tri['bins_dex']))} dex, {tri['bins_source']}): "
+                     "shortlisted -> elastic-ready -> pass_both per bin")
+        for m in tri["models"]:
+            cells = [f"{b['label']}: {b['shortlisted']} -> {b['elasticready']} -> {b['pass_both']}" for b in m["bins"]]
+            lines.append(f"  {m['model']:10s} " + "   ".join(cells))
     if table.get("milestones"):
         met = sum(m["met"] for m in table["milestones"])
         lines.append("")

@@ -75,6 +75,9 @@ def test_triage_and_milestones_from_the_records(tmp_path, cli):
     met = sum(r["met"] for r in ms.values())
     assert code == 0 and f"milestones: {met} of 6 met" in out
     assert "R2         NOT met" in out and "validated.pass_bot is not in the snapshot" in out
+    assert "uncertainty triage (bins 0.1, 0.3 dex, frozen with the shortlist at" in out
+    cells = "   ".join(f"{b['label']}: {b['shortlisted']} -> {b['elasticready']} -> {b['pass_both']}" for b in tri["bins"])
+    assert f"  tiny       {cells}" in out
     table = json.loads(cli("status", path, "--json")[1])
     assert [r["name"] for r in table["milestones"]] == ["R6", "R3", "R4", "R1", "R2", "R5"]
 

@@ -79,6 +79,7 @@ demo: setup
 	$(VENV)/bin/aimmat diff campaigns/demo-cycle1.yaml --exit-code
 	@echo; echo "== MPContribs payloads (dry run: written and validated, nothing uploaded) =="
 	$(VENV)/bin/aimmat publish manifests/demo.yaml --dry-run | tail -1
+	$(VENV)/bin/aimmat render campaigns/demo-cycle1.yaml | tail -1
 	@echo; echo "== aimmat status =="
 	$(VENV)/bin/aimmat status campaigns/demo-cycle1.yaml -v
 	@echo; echo "== generated sets: ranking by the model's predicted tensor (top 2 per set went to CHGNet) =="

@@ -292,6 +292,8 @@ def publish(manifest, dry_run) -> None:
                                + "\n".join(f"  {p.relpath}: {why}" for p, why in problems))
     acts = pub.actions(spec, payloads)
     counts = {a: sum(1 for x, _, _ in acts if x == a) for a in ("create", "rerun", "keep")}
+    todo = [x for x in acts if x[0] != "keep"]
+    client = pub.client_for(spec) if not dry_run and todo else None  # no key, no host: nothing written
     with CampaignLock(spec.campaign_dir):
         paths = pub.write_payloads(spec, payloads)
         if dry_run:
@@ -301,11 +303,10 @@ def publish(manifest, dry_run) -> None:
                        f"validated with mpcontribs-client's checks; {counts['create']} to create, {counts['rerun']} to "
                        f"update, {counts['keep']} unchanged; nothing uploaded")
             return
-        todo = [x for x in acts if x[0] != "keep"]
         if not todo:
             click.echo(f"nothing to upload: {counts['keep']} contribution(s) unchanged since they were published")
             return
-        written, failed = pub.upload(spec, todo, pub.client_for(spec))
+        written, failed = pub.upload(spec, todo, client)
     for r in written:
         click.echo(f"  {r['action']:6s} {r['candidate']}  -> {r['remote_id']}")
     click.echo(f"published {len(written)} of {len(todo)} ({counts['keep']} unchanged, not uploaded again)")

@@ -136,7 +136,7 @@ def _public(spec: CampaignSpec, observed: Observed) -> dict:
     project = spec.manifest.publish.project if spec.manifest.publish is not None else None
     pub = read_records(spec.campaign_dir, project) if project is not None else []
     return {"structures": len(recs), "generated": sum(1 for r in recs if (r.provenance or {}).get("kind") == "generator"),
-            "contributions_prepared": count_payloads(spec.campaign_dir) if project is not None else 0,
+            "contributions_prepared": count_payloads(spec.campaign_dir, project) if project is not None else 0,
             "contributions_uploaded": len(pub), "contributions_with_structures": sum(1 for r in pub if r.get("structures")),
             "project": project}
 
@@ -233,10 +233,20 @@ def _triage(spec: CampaignSpec, observed: Observed, ranking: dict, statuses: dic
         return None
     # the bins frozen with the first final shortlist of a ranked set (apply records them); the manifest's only
     # while no shortlist is frozen
-    frozen = [e for s in ranking for e in read_frozen_shortlists(spec.campaign_dir, s)[:1] if e.get("triage_bins_dex")]
-    first = min(frozen, key=lambda e: e["frozen_at"]) if frozen else None
+    firsts = [e for s in ranking for e in read_frozen_shortlists(spec.campaign_dir, s)[:1]]
+    frozen = [e for e in firsts if e.get("triage_bins_dex")]
+    first = min(frozen, key=lambda e: e.get("triage_bins_frozen_at") or e["frozen_at"]) if frozen else None
     bins_dex = list(first["triage_bins_dex"]) if first else list(spec_t.bins_dex)
-    source = f"frozen with the shortlist at {first['frozen_at']}" if first else "the manifest (no shortlist frozen yet)"
+    if first and first.get("triage_bins_frozen_at"):
+        source = (f"recorded at {first['triage_bins_frozen_at']}, after the shortlist was frozen at {first['frozen_at']}: "
+                  "declared once conversions could be known, not pre-registered")
+    elif first:
+        source = f"frozen with the shortlist at {first['frozen_at']}"
+    elif firsts:
+        source = (f"the manifest, declared after the shortlist was frozen at {min(e['frozen_at'] for e in firsts)}: "
+                  "not pre-registered (the next apply records them)")
+    else:
+        source = "the manifest (no shortlist frozen yet)"
     edges = [0.0] + bins_dex + [None]
     by_model: dict[str, dict] = {}
     for set_name, rk in ranking.items():

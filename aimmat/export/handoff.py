@@ -48,8 +48,19 @@ SCRATCH = {"out"}  # pw.x outdir under an attempt folder: wavefunctions and char
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
+def _finite(obj):
+    """``obj`` with NaN and infinities as None: JSON has no such numbers (the rationale names the flags)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _json(obj) -> bytes:
-    return (json.dumps(obj, indent=1, sort_keys=True, allow_nan=False, default=str) + "\n").encode()
+    return (json.dumps(_finite(obj), indent=1, sort_keys=True, allow_nan=False, default=str) + "\n").encode()
 
 
 def _structure_files(name: str, sdict: dict) -> list[tuple[str, bytes]]:
@@ -254,10 +265,14 @@ def destination(spec: CampaignSpec, set_name: str, cand_id: str, out: str | None
     return Path(out) / f"{set_name}-{cand_id}"
 
 
+def _zip_path(dest: Path) -> Path:
+    return dest.parent / (dest.name + ".zip")  # not with_suffix: candidate ids may hold dots (Al.v1)
+
+
 def write(dest: Path, files: list[tuple[str, bytes]], as_zip: bool) -> Path | None:
     """Write the package folder (replacing an earlier export of it) and, with ``as_zip``, ``<dest>.zip``;
     built in a temporary sibling first, so a failure leaves the earlier package as it was."""
-    if dest.is_symlink() or (as_zip and dest.with_suffix(".zip").is_symlink()):
+    if dest.is_symlink() or (as_zip and _zip_path(dest).is_symlink()):
         raise CampaignError(f"{dest}: a symlink where the package goes; refused", fix="remove the link and export again")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
@@ -278,7 +293,7 @@ def write(dest: Path, files: list[tuple[str, bytes]], as_zip: bool) -> Path | No
                     info.external_attr = 0o644 << 16
                     info.compress_type = zipfile.ZIP_DEFLATED
                     z.writestr(info, data)
-            zpath = dest.with_suffix(".zip")
+            zpath = _zip_path(dest)
             (tmp / ".zip").write_bytes(buf.getvalue())
         if dest.exists():
             shutil.rmtree(dest)

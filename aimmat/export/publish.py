@@ -243,13 +243,20 @@ def _confined(spec, path: Path) -> None:
 
 
 def write_payloads(spec: CampaignSpec, payloads: list[Payload]) -> list[Path]:
-    paths = []
-    for p in payloads:
-        path = _payload_path(spec, p)
+    """Write the payloads (every destination checked before the first write) and remove payload files of
+    candidates no longer published, so the folder holds exactly what the last run prepared."""
+    paths = [_payload_path(spec, p) for p in payloads]
+    for path in paths:
         _confined(spec, path)
+    root = spec.campaign_dir / AREA / "payloads"
+    keep = set(paths)
+    if root.is_dir() and not root.is_symlink():
+        for old in root.glob("*/*.json"):
+            if old not in keep and old.is_file() and not old.is_symlink() and not old.parent.is_symlink():
+                old.unlink()
+    for p, path in zip(payloads, paths):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(path, (json.dumps(p.body, indent=1, sort_keys=True) + "\n").encode())
-        paths.append(path)
     return paths
 
 

@@ -110,10 +110,15 @@ class _CompositeEnvironment(ImmutableSandboxedEnvironment):
 
     def _parse(self, source, name, filename):
         tree = super()._parse(source, name, filename)
-        for node in tree.find_all(tuple(_CAPTURING) + (nodes.Name,)):
+        for node in tree.find_all(tuple(_CAPTURING) + (nodes.Name, nodes.For)):
             if isinstance(node, nodes.Name):
                 if node.name in ("self", "caller", "varargs", "kwargs"):
                     raise _Refused(f"'{node.name}' is not available in a composite template", node.lineno)
+                continue
+            if isinstance(node, nodes.For):
+                if node.recursive:  # loop(...) returns the rendered body as a string
+                    raise _Refused("a recursive for loop is not allowed in a composite template: loop() would capture "
+                                   "rendered blocks as text", node.lineno)
                 continue
             raise _Refused(f"{_CAPTURING[type(node)]} is not allowed in a composite template: it would capture rendered "
                            "blocks as text", node.lineno)

@@ -173,12 +173,11 @@ class Resolved:
     shortlist_stage: str | None  # the first engine stage: ranked sets' shortlist gates it
     ranked: Mapping[str, Any]  # set name -> RankSpec with a top_k
     palette: Any = None  # aimmat.resolve.palette.Palette: elements candidates may contain
-    waves: Mapping[tuple[str, str], Any] = field(default_factory=dict)  # (set, cand) -> aimmat.state.waves.Assignment
+    waves: Mapping[tuple[str, str, str], Any] = field(default_factory=dict)  # (set, cand, stage) -> waves.Assignment
 
     def wave_for(self, set_name: str, cand_id: str, stage: str):
         """The frozen wave that reruns this candidate's ``stage``, or None."""
-        a = self.waves.get((set_name, cand_id)) if self.waves else None
-        return a if a is not None and a.stage == stage else None
+        return self.waves.get((set_name, cand_id, stage)) if self.waves else None
 
     def outside_palette(self, species: str) -> list[str]:
         """Elements of a SEP-joined element set that the palette excludes (sorted)."""

@@ -28,8 +28,18 @@ def read_records(campaign_dir, project: str | None = None) -> list[dict]:
     return out
 
 
-def count_payloads(campaign_dir) -> int:
+def count_payloads(campaign_dir, project: str | None = None) -> int:
+    """Payloads the last `aimmat publish` prepared (for ``project`` when given)."""
     root = Path(campaign_dir) / AREA / "payloads"
     if os.path.islink(root) or not root.is_dir():
         return 0
-    return sum(1 for p in root.glob("*/*.json") if not p.is_symlink())
+    n = 0
+    for p in root.glob("*/*.json"):
+        if p.is_symlink() or p.parent.is_symlink():
+            continue
+        try:
+            body = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        n += isinstance(body, dict) and (project is None or body.get("project") == project)
+    return n

@@ -28,7 +28,7 @@ def _path(campaign_dir, set_name: str) -> Path:
 
 def read(campaign_dir, set_name: str) -> list[dict]:
     path = _path(campaign_dir, set_name)
-    if os.path.islink(path) or not path.is_file():
+    if os.path.islink(path) or os.path.islink(path.parent) or not path.is_file():
         return []
     try:
         data = json.loads(path.read_text())
@@ -48,7 +48,14 @@ def freeze_final(spec: CampaignSpec, lists: dict) -> list[str]:
         members = sorted(sl.members)
         entries = read(spec.campaign_dir, set_name)
         if entries and entries[-1].get("members") == members:
-            continue  # the same shortlist: its bins stay those frozen with it
+            last = entries[-1]
+            if last.get("triage_bins_dex") is not None or triage is None:
+                continue  # the same shortlist: its bins stay those frozen with it
+            # bins declared after the shortlist was frozen: recorded now, with their own time (the triage says so)
+            last["triage_bins_dex"], last["triage_bins_frozen_at"] = list(triage.bins_dex), journal.now_iso()
+            if _write(spec, set_name, entries):
+                written.append(set_name)
+            continue
         cset = next(c for c in spec.manifest.candidate_sets if c.name == set_name)
         model = cset.rank_model()
         entries.append({"members": members, "top_k": sl.top_k, "weights": dict(cset.rank.weights), "model": model,
@@ -56,11 +63,15 @@ def freeze_final(spec: CampaignSpec, lists: dict) -> list[str]:
                         "ranks": {c: [r, round(s, 6)] for c, (r, s) in sorted(sl.ranks.items()) if c in sl.members},
                         "triage_bins_dex": list(triage.bins_dex) if triage is not None else None,
                         "frozen_at": journal.now_iso()})
-        path = _path(spec.campaign_dir, set_name)
-        link = symlink_in(spec.campaign_dir, path)
-        if link is not None:
-            continue  # never written through a link; the triage then says the bins are not frozen
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(path, (json.dumps(entries, indent=1, sort_keys=True) + "\n").encode())
-        written.append(set_name)
+        if _write(spec, set_name, entries):
+            written.append(set_name)
     return written
+
+
+def _write(spec: CampaignSpec, set_name: str, entries: list) -> bool:
+    path = _path(spec.campaign_dir, set_name)
+    if symlink_in(spec.campaign_dir, path) is not None:
+        return False  # never written through a link; the triage then says the bins are not frozen
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, (json.dumps(entries, indent=1, sort_keys=True) + "\n").encode())
+    return True

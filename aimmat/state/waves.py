@@ -60,7 +60,7 @@ def _path(spec: CampaignSpec, name: str) -> Path:
 
 def read_frozen(spec: CampaignSpec, name: str) -> dict | None:
     path = _path(spec, name)
-    if os.path.islink(path):
+    if os.path.islink(path) or os.path.islink(path.parent):
         raise CampaignError(f"{path} is a symlink; a frozen wave must be a file of the campaign", fix=f"remove {path}")
     if not path.is_file():
         return None
@@ -161,10 +161,11 @@ def _reaches(spec: CampaignSpec, field: str, stages: set) -> bool:
     return False
 
 
-def assignments(spec: CampaignSpec) -> dict[tuple[str, str], Assignment]:
-    """(set, candidate) -> Assignment of every declared wave, later waves over earlier ones. A declared wave
-    that is not frozen, or whose policy changed after freezing, is refused (ManifestError, exit 3)."""
-    out: dict[tuple[str, str], Assignment] = {}
+def assignments(spec: CampaignSpec) -> dict[tuple[str, str, str], Assignment]:
+    """(set, candidate, stage) -> Assignment of every declared wave; a later wave replaces an earlier one only for
+    the same stage (an earlier wave's run of another stage keeps its key). A declared wave that is not frozen,
+    or whose policy changed after freezing, is refused (ManifestError, exit 3)."""
+    out: dict[tuple[str, str, str], Assignment] = {}
     for w in spec.manifest.waves:
         rec = read_frozen(spec, w.name)
         sha = policy_sha256(w)
@@ -178,5 +179,5 @@ def assignments(spec: CampaignSpec) -> dict[tuple[str, str], Assignment]:
         label = rec.get("intervention") or intervention_label(w)
         for r in rec.get("selected", []):
             s, c = r["candidate"].split("/", 1)
-            out[(s, c)] = Assignment(w.name, r["stage"], sha, dict(w.overrides), w.max_attempts, label)
+            out[(s, c, r["stage"])] = Assignment(w.name, r["stage"], sha, dict(w.overrides), w.max_attempts, label)
     return out

@@ -111,3 +111,27 @@ def test_bad_wave_declarations_are_refused(tmp_path, cli):
     _write(path, m)
     code, _, err = cli("waves", "freeze", path, "nope")
     assert code in (3, 4) and ("no wave 'nope'" in err or "does not exist" in err)
+
+
+def test_waves_on_different_stages_of_one_candidate_both_hold(tmp_path):
+    # review finding: assignments were keyed by candidate, so a second wave on the candidate's elastic stage
+    # dropped the first wave from its relax key and reran the relax with the settings that had failed
+    from aimmat.manifest import load_manifest
+    from aimmat.state.waves import assignments, policy_sha256
+
+    m = emt_manifest()
+    m["waves"] = [{"name": "w1", "overrides": {"max_steps": 300}}, {"name": "w2", "overrides": {"fmax_ev_per_a": 0.1}},
+                  {"name": "w3", "overrides": {"max_steps": 500}}]
+    path = make_emt_campaign(tmp_path, m)
+    spec = load_manifest(path)
+    folder = spec.campaign_dir / "waves"
+    folder.mkdir(parents=True)
+    stages = {"w1": "relax", "w2": "elastic", "w3": "relax"}
+    for w in spec.manifest.waves:
+        folder.joinpath(f"{w.name}.json").write_text(json.dumps({
+            "policy_sha256": policy_sha256(w), "frozen_at": "t", "intervention": w.name,
+            "selected": [{"candidate": "1-element/Al", "stage": stages[w.name]}]}))
+    a = assignments(spec)
+    assert a[("1-element", "Al", "elastic")].wave == "w2"
+    assert a[("1-element", "Al", "relax")].wave == "w3"  # a later wave replaces an earlier one on the same stage
+    assert len(a) == 2

@@ -128,3 +128,21 @@ def test_triage_needs_a_ranked_set(tmp_path, cli):
     assert code == 3 and "evidence.triage" in err and "rank" in err
     path.write_text(yaml.safe_dump(emt_manifest()))
     assert cli("diff", path)[0] == 0
+
+
+@pytest.mark.slow
+def test_bins_declared_after_the_shortlist_was_frozen_are_labelled_as_such(tmp_path, cli):
+    # review finding: bins declared after the shortlist froze read as "no shortlist frozen yet" and could change freely
+    m = _manifest(tmp_path)
+    path = make_emt_campaign(tmp_path, m)
+    assert cli("apply", path, "-q", "--jobs", 1)[0] == 0
+    m["evidence"] = {"triage": {"bins_dex": [0.1, 0.3]}}
+    path.write_text(yaml.safe_dump(m, sort_keys=False))
+    tri = json.loads(cli("evidence", path)[1])["scopes"]["screening"]["triage"]
+    assert "declared after the shortlist was frozen" in tri["bins_source"] and "not pre-registered" in tri["bins_source"]
+    assert cli("apply", path, "-q", "--jobs", 1)[0] == 0
+    m["evidence"] = {"triage": {"bins_dex": [0.05]}}
+    path.write_text(yaml.safe_dump(m, sort_keys=False))
+    tri = json.loads(cli("evidence", path)[1])["scopes"]["screening"]["triage"]
+    assert tri["bins_dex"] == [0.1, 0.3] and tri["manifest_bins_ignored"]
+    assert tri["bins_source"].startswith("recorded at") and "not pre-registered" in tri["bins_source"]

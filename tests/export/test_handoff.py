@@ -110,3 +110,13 @@ def test_unknown_candidate_and_a_symlinked_handoff_folder_are_refused(campaign, 
         area.unlink()
         if moved.exists():
             moved.rename(area)
+
+
+def test_zip_names_and_non_finite_numbers():
+    # review findings: Al.v1 and Al.v2 both zipped to Al.zip; a NaN in a record was a traceback
+    from pathlib import Path
+
+    from aimmat.export.handoff import _json, _zip_path
+
+    assert _zip_path(Path("h/s/Al.v1")) == Path("h/s/Al.v1.zip") and _zip_path(Path("h/s/Al")) == Path("h/s/Al.zip")
+    assert json.loads(_json({"fit_rms_gpa": float("nan"), "x": [float("inf"), 1.5]})) == {"fit_rms_gpa": None, "x": [None, 1.5]}

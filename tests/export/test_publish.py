@@ -48,10 +48,21 @@ def test_publish_round_trip(tmp_path, cli, server, monkeypatch):
     pub = json.loads(cli("evidence", path)[1])["scopes"]["public"]
     assert pub["contributions_prepared"] == n and pub["contributions_uploaded"] == 0 and pub["generated"] == 0
 
-    # no key: refused before any upload
+    # the payload folder holds what the last run prepared: fewer sets, fewer payloads counted
+    m2 = dict(m, publish=dict(m["publish"], sets=["1-element"]))
+    path.write_text(yaml.safe_dump(m2, sort_keys=False))
+    n1 = sum(1 for r in val["rows"] if r["set"] == "1-element")
+    assert cli("publish", path, "--dry-run")[0] == 0
+    assert json.loads(cli("evidence", path)[1])["scopes"]["public"]["contributions_prepared"] == n1 < n
+    path.write_text(yaml.safe_dump(m, sort_keys=False))
+    assert cli("publish", path, "--dry-run")[0] == 0
+
+    # no key: refused before any upload, and before anything is written
     monkeypatch.delenv("AIMMAT_TEST_MPC_KEY", raising=False)
+    before = tree_digest(camp)
     code, _, err = cli("publish", path)
     assert code == 5 and "AIMMAT_TEST_MPC_KEY" in err and server.upload_count == 0
+    assert tree_digest(camp) == before
 
     monkeypatch.setenv("AIMMAT_TEST_MPC_KEY", "k" * 32)
     code, out, err = cli("publish", path)

@@ -147,6 +147,8 @@ BLOCK_READS = {
     "iteration": '{% for c in blocks["validated.md"] %}{{ c }}{% endfor %}',
     "md_html output": '{{ (blocks["validated.md"] | md_html).split("<td>")[1] }}',
     "private attribute": '{{ blocks["validated.md"]._text[1:4] }}',
+    "recursive loop": ('{% for item in [0] recursive %}{% if loop.depth == 1 %}{% set s = loop([blocks["validated.md"]]) %}'
+                       '{{ s.split("|")[1] }}{% else %}{{ item }}{% endif %}{% endfor %}'),  # found by review
 }
 
 

@@ -130,6 +130,8 @@ def build(spec: CampaignSpec, observed: Observed) -> list[Payload]:
         body = {"project": pub.project, "identifier": f"{campaign}:{r['set']}/{r['candidate']}",
                 "formula": cobs.record.formula, "is_public": pub.public, "data": _clean(data),
                 "structures": [structure], "tables": tables}
+        # the content's own hash travels with it: the upload is confirmed by reading it back
+        body["data"]["provenance"]["payload"] = sha256_json(body)
         out.append(Payload(r["set"], r["candidate"], body))
     return out
 
@@ -293,8 +295,16 @@ def upload(spec: CampaignSpec, todo: list[tuple[str, Payload, dict | None]], cli
         if not cap.messages:
             try:
                 found = client.query_contributions(query={"project": p.body["project"], "identifier": p.body["identifier"]},
-                                                   fields=["id", "identifier"])
-                remote = next((d["id"] for d in found.get("data", []) if d.get("identifier") == p.body["identifier"]), None)
+                                                   fields=["id", "identifier", "data.provenance.payload"])
+                doc = next((d for d in found.get("data", []) if d.get("identifier") == p.body["identifier"]), None)
+                # present, and holding this payload's record hash (a skipped duplicate or an ignored update
+                # would leave the older contribution in place)
+                stored = ((doc or {}).get("data") or {}).get("provenance", {}).get("payload")
+                if doc is not None and stored == p.body["data"]["provenance"]["payload"]:
+                    remote = doc["id"]
+                elif doc is not None:
+                    cap.messages.append("the platform holds another version of this contribution (content hash "
+                                        f"{str(stored)[:12]}, this payload {p.body['data']['provenance']['payload'][:12]})")
             except Exception as exc:  # noqa: BLE001
                 cap.messages.append(f"confirming the upload failed: {type(exc).__name__}: {exc}")
         if remote is None:

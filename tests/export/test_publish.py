@@ -97,6 +97,17 @@ def test_publish_round_trip(tmp_path, cli, server, monkeypatch):
     changed = [k for k in after if after[k] != before[k]]
     assert changed == ["1-element/Al"] and after["1-element/Al"]["remote_id"] == before["1-element/Al"]["remote_id"]
     assert server.contribution("c:1-element/Al")["data"]["G|H"]["value"] == pytest.approx(row["g_h_gpa"] + 1.0, abs=0.006)
+    # an upload the client skips without a word (as it does for duplicates) is not recorded as published:
+    # the content hash read back must be this payload's
+    from mpcontribs.client import Client
+
+    rec["outputs"]["g_h_gpa"] += 1.0
+    el.write_text(json.dumps(rec))
+    stored = server.contribution("c:1-element/Al")["data"]["provenance"]["payload"]
+    monkeypatch.setattr(Client, "submit_contributions", lambda self, contribs, **kw: None)
+    code, _, err = cli("publish", path)
+    assert code == 1 and "holds another version" in err and stored[:12] in err, err
+    assert _records(camp)["1-element/Al"] == after["1-element/Al"]  # the old record stays
     assert len(server.contributions) == n
 
 

@@ -36,12 +36,11 @@ from pathlib import Path
 
 from aimmat.errors import CampaignError, UsageError
 from aimmat.evidence.snapshot import snapshot as make_snapshot
-from aimmat.evidence.snapshot import validated_row
+from aimmat.evidence.validated import validated_row
 from aimmat.manifest.load import CampaignSpec
 from aimmat.state.layout import CANDIDATE_FILE, symlink_in
 from aimmat.state.scan import Observed
-from aimmat.state.shortlisted import not_shortlisted, recorded_shortlists
-from aimmat.state.status import candidate_status
+from aimmat.state.shortlisted import candidate_statuses
 
 AREA = "handoff"
 SCRATCH = {"out"}  # pw.x outdir under an attempt folder: wavefunctions and charge density
@@ -194,8 +193,7 @@ def build(spec: CampaignSpec, observed: Observed, set_name: str, cand_id: str, p
         raise CampaignError(f"{set_name}/{cand_id} has no records yet (not imported)", fix="run `aimmat apply` first")
     snap = make_snapshot(spec, observed)
     relpath = f"{set_name}/{cand_id}"
-    below = not_shortlisted(recorded_shortlists(spec, observed))
-    status, detail = candidate_status(cobs, spec.stages, None, below.get((set_name, cand_id)))
+    status, detail = candidate_statuses(spec, observed)[(set_name, cand_id)]
     if status != "elasticready" and not partial:
         raise CampaignError(f"{relpath} is {status}{' (' + detail + ')' if detail else ''}, not elastic-ready: "
                             "a handoff package is for candidates with a validated tensor",

@@ -36,6 +36,7 @@ from aimmat.state.atomic import write_bytes_atomic
 from aimmat.state.layout import symlink_in
 from aimmat.state.publish_records import AREA
 from aimmat.state.scan import Observed
+from aimmat.state.shortlisted import candidate_statuses
 
 KEY_RE = re.compile(r"^[A-Za-z0-9|*]+$")  # the platform refuses other punctuation and whitespace in data keys
 MAX_DEPTH = 5  # mpcontribs-client MAX_NESTING
@@ -90,7 +91,7 @@ def build(spec: CampaignSpec, observed: Observed) -> list[Payload]:
         rows = [r for r in snap["scopes"]["validated"]["rows"] if r["set"] in sets]
     else:
         rows = [{"set": s.set_name, "candidate": s.cand_id} for s in spec.candidates if s.set_name in sets]
-    statuses = _statuses(spec, observed)
+    statuses = candidate_statuses(spec, observed)
     for r in sorted(rows, key=lambda r: (r["set"], r["candidate"])):
         cobs = observed.candidates.get((r["set"], r["candidate"]))
         if cobs is None or cobs.record is None:
@@ -134,16 +135,6 @@ def build(spec: CampaignSpec, observed: Observed) -> list[Payload]:
         body["data"]["provenance"]["payload"] = sha256_json(body)
         out.append(Payload(r["set"], r["candidate"], body))
     return out
-
-
-def _statuses(spec, observed) -> dict:
-    from aimmat.state.shortlisted import not_shortlisted, recorded_shortlists
-    from aimmat.state.status import candidate_status
-
-    below = not_shortlisted(recorded_shortlists(spec, observed))
-    return {(s.set_name, s.cand_id): candidate_status(observed.candidates.get((s.set_name, s.cand_id)), spec.stages, None,
-                                                      below.get((s.set_name, s.cand_id)))
-            for s in spec.candidates}
 
 
 def validate(p: Payload) -> list[str]:

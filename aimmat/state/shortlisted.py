@@ -15,6 +15,7 @@ from __future__ import annotations
 from aimmat.manifest.load import CampaignSpec
 from aimmat.model.rank import Shortlist, build_shortlist
 from aimmat.state.scan import Observed
+from aimmat.state.status import candidate_status
 
 
 def screen_state(cobs, screened: bool) -> str:
@@ -57,3 +58,11 @@ def not_shortlisted(shortlists: dict[str, tuple[Shortlist, list]]) -> dict[tuple
             if rank > sl.top_k:
                 out[(set_name, cid)] = f"rank {rank} of {len(sl.ranks)}, score {sc:.3f}, top_k {sl.top_k}"
     return out
+
+
+def candidate_statuses(spec: CampaignSpec, observed: Observed, outside=None) -> dict[tuple[str, str], tuple[str, str]]:
+    """(set, cand_id) -> (status, detail) of every candidate of the manifest, not_shortlisted included."""
+    below = not_shortlisted(recorded_shortlists(spec, observed))
+    return {(s.set_name, s.cand_id): candidate_status(observed.candidates.get((s.set_name, s.cand_id)), spec.stages, outside,
+                                                      below.get((s.set_name, s.cand_id)))
+            for s in spec.candidates}

@@ -103,7 +103,7 @@ def test_changing_one_record_changes_snapshot_and_every_header(tmp_path, cli):
 
 
 def _validated_scope():
-    from aimmat.evidence.snapshot import physics_flags
+    from aimmat.evidence.validated import physics_flags
 
     base = {"set": "s", "campaign": "c", "fit_rms_gpa": 0.1, "min_eigenvalue_gpa": 20.0, "pass_fit_rms": True,
             "pass_pd": True, "pass_both": True, "inconsistent_gates": [], "complete": True, "structure_sha256": None}

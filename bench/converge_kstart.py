@@ -31,10 +31,10 @@ from aimmat.stages.converge import _sheared  # noqa: E402
 STARTS = (("old (profile 0.25/A)", 0.25), ("new (start 0.5/A)", 0.5))
 
 
-def measure(name: str, root: Path) -> list[dict]:
+def measure(name: str, root: Path, ranks: int = 1) -> list[dict]:
     out = []
     for label, start in STARTS:
-        res = cm.converge_and_check(name, root / f"{name}-{start}", kspacing_start_per_a=start)
+        res = cm.converge_and_check(name, root / f"{name}-{start}", ranks, kspacing_start_per_a=start)
         res["start"], res["label"] = start, label
         if res["ok"]:
             structure = cm.CRYSTALS[name][0]

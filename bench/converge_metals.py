@@ -31,6 +31,7 @@ from pymatgen.core import Lattice, Structure
 from aimmat.engines.qe.pseudos import resolve_pseudos
 from aimmat.manifest.qe_profile import QeProfile
 from aimmat.manifest.stage_configs import ConvergeStage
+from aimmat.stages.base import EARLIER_ATTEMPTS
 from aimmat.stages.converge import _Failed, _Ladder, run_converge
 
 
@@ -82,11 +83,21 @@ def c44_gpa(row: dict, gamma: float) -> float:
     return (row["shear_stress_gpa"] - row["stress_gpa"][0][1]) / gamma
 
 
-def converge_and_check(name: str, directory: Path, **cfg_over) -> dict:
-    """Run the converge stage with default settings on ``name``, then C44 at the choice and at a mesh twice as dense."""
+def converge_and_check(name: str, directory: Path, ranks: int = 1, **cfg_over) -> dict:
+    """Run the converge stage with default settings on ``name``, then C44 at the choice and at a mesh twice as dense.
+
+    ``ranks`` > 1 runs each pw.x with that many MPI ranks as k-point pools, one run at a time (resources only:
+    the physics is the default profile's). A ``converge`` folder already in ``directory`` (a stopped run kept with
+    ``--keep``) is moved aside and read as an earlier attempt: its finished runs are not computed again."""
     structure, files, over = CRYSTALS[name]
+    if ranks > 1:  # a 1-atom metal's cost is its k-points: pools scale them (pw.x's default splits plane waves)
+        over = {**over, "mpi_ranks": ranks, "pw_command": f"pw.x -nk {ranks}"}
     prof = default_profile(files, **over)
     cfg = ConvergeStage(profile="qe", **cfg_over).model_dump()
+    if (directory / "converge").is_dir():
+        earlier = directory / f"converge.earlier-{time.strftime('%Y%m%dT%H%M%S')}"
+        (directory / "converge").rename(earlier)
+        cfg[EARLIER_ATTEMPTS] = [str(p) for p in sorted(directory.glob("converge.earlier-*"), reverse=True)]
     t0 = time.perf_counter()
     out = run_converge(structure, cfg, prof, directory / "converge")
     conv_s = time.perf_counter() - t0
@@ -137,7 +148,9 @@ def run_bench(doc: str, choices, default, measure, show) -> None:
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("crystals", nargs="*", default=default, choices=sorted(choices))
     ap.add_argument("--json", type=Path, help="write the full results here")
-    ap.add_argument("--keep", type=Path, help="keep the pw.x folders here (default: a temporary folder)")
+    ap.add_argument("--keep", type=Path, help="keep the pw.x folders here (default: a temporary folder); a run stopped "
+                                              "there is resumed: its finished pw.x runs are read, not repeated")
+    ap.add_argument("--ranks", type=int, default=1, help="MPI ranks per pw.x run, as k-point pools (default 1)")
     args = ap.parse_args()
     if shutil.which("pw.x") is None:
         sys.exit("pw.x not found")
@@ -145,14 +158,14 @@ def run_bench(doc: str, choices, default, measure, show) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         for name in args.crystals:
-            results[name] = measure(name, root)
+            results[name] = measure(name, root, args.ranks)
             print(show(name, results[name]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
 
 def main() -> None:
-    run_bench(__doc__, METALS, ["al", "ni"], lambda m, root: converge_and_check(m, root / m), lambda m, res: report(res))
+    run_bench(__doc__, METALS, ["al", "ni"], lambda m, root, ranks: converge_and_check(m, root / m, ranks), lambda m, res: report(res))
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ class Recipe:
         return prof
 
 
-SETTING_FIELDS = ("ecutwfc_ry", "ecutrho_ry", "kspacing_per_a", "degauss_ry", "occupations")
+SETTING_FIELDS = ("ecutwfc_ry", "ecutrho_ry", "kspacing_per_a", "degauss_ry", "occupations", "conv_thr_per_atom")
 
 
 def apply_settings(prof: dict, settings) -> dict:

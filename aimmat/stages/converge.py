@@ -60,6 +60,8 @@ class _Ladder:
         self.cell = 0  # which probe cell the points are on: 0 the stage's input (pre-relaxed or imported), 1 the probe-relaxed one
         self.probe: dict | None = None  # the probe relaxation's facts (record)
         self.set_cell(structure, 0)
+        # stresses are judged to 0.05-0.5 kbar: the SCF must be converged well below that (ConvergeStage.conv_thr_per_atom)
+        self.conv_thr = min(float(profile.get("conv_thr_per_atom") or 1.0), float(cfg.get("conv_thr_per_atom") or 1e-12))
         self.width = max(1, min(2, slots.total() // RunProfile.from_profile(profile).ranks))
 
     def set_cell(self, structure, which: int) -> None:
@@ -67,7 +69,8 @@ class _Ladder:
         self.sheared = _sheared(structure, self.cfg["shear_strain"])
 
     def profile_at(self, ecut: float, rho: float | None, spacing: float, degauss: float | None) -> dict:
-        prof = {**self.profile, "ecutwfc_ry": ecut, "ecutrho_ry": rho, "kpoints": None, "kspacing_per_a": spacing}
+        prof = {**self.profile, "ecutwfc_ry": ecut, "ecutrho_ry": rho, "kpoints": None, "kspacing_per_a": spacing,
+                "conv_thr_per_atom": self.conv_thr}
         if degauss is not None:
             prof.update(occupations="smearing", degauss_ry=degauss)
         return prof
@@ -320,7 +323,7 @@ def run_converge(structure, cfg: dict, profile: dict | None, directory: Path, pr
 def _chosen(lad: _Ladder, why: list[str], row: dict, metallic: bool) -> StageOutcome:
     chosen = {"ecutwfc_ry": row["ecutwfc_ry"], "ecutrho_ry": row["ecutrho_ry"], "kspacing_per_a": row["kspacing_per_a"],
               "occupations": "smearing" if row["degauss_ry"] is not None else "fixed", "degauss_ry": row["degauss_ry"],
-              "metallic": metallic}
+              "metallic": metallic, "conv_thr_per_atom": lad.conv_thr}
     if lad.probe and lad.probe.get("ok"):
         # the relax stage starts from the probe cell (relaxed at the chosen cutoff): in the
         # chosen settings, so it enters the keys of the stages that run with them

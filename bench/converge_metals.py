@@ -123,12 +123,17 @@ def converge_and_check(name: str, directory: Path, ranks: int = 1, **cfg_over) -
     return res
 
 
+def _kbar(gpa: float | None) -> str:
+    """A stress in kbar, or "-" for a sheared cell the ladder did not need (its step's unstrained cell moved)."""
+    return "-" if gpa is None else f"{gpa * 10:.3f}"
+
+
 def report(res: dict) -> str:
     lines = [f"== {res['metal']}: converge {'chose' if res['ok'] else 'FAILED'} in {res['converge_wall_s'] / 60:.1f} min"]
     lines.append(f"{'ladder':9} {'ecut':>5} {'mesh':>12} {'degauss':>7} {'E/atom eV':>13} {'sxy(shear) kbar':>15} {'wall s':>7}")
     for r in res["table"] or []:
         lines.append(f"{r['ladder']:9} {r['ecutwfc_ry']:5.0f} {'x'.join(map(str, r['kpoints'])):>12} {r['degauss_ry'] or 0:7.3f} "
-                     f"{r['energy_per_atom_ev']:13.5f} {r['shear_stress_gpa'] * 10:15.3f} {r['wall_s']:7.1f}")
+                     f"{r['energy_per_atom_ev']:13.5f} {_kbar(r['shear_stress_gpa']):>15} {r['wall_s']:7.1f}")
     lines += [f"why: {w}" for w in res["why"] or []]
     if res.get("chosen"):
         lines.append("chosen: " + ", ".join(f"{k} {v}" for k, v in res["chosen"].items()))

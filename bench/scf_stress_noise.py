@@ -96,7 +96,7 @@ def main() -> None:
         root = Path(tmp)
         with ThreadPoolExecutor(max_workers=2) as pool:
             base_f = pool.submit(run, root / "baseline", args, 1e-14, args.mesh)
-            coarse = run(root / "coarse", args, 1e-14, args.start_mesh)
+            run(root / "coarse", args, 1e-14, args.start_mesh)
             base = base_f.result()
             print(f"fcc Ni, {args.mesh}^3, {args.ecut:g} Ry: baseline (1e-14 Ry) P = {base['pressure_kbar']:.2f} kbar, "
                   f"{base['iterations']} iterations")

@@ -94,7 +94,8 @@ class ConvergeStage(Strict):
     cell vc-relaxed at the chosen cutoff (``probe_relax``), a k-spacing ladder
     (for metals at each smearing width of ``degauss_ladder_ry``), each step
     computing the unstrained cell and one sheared cell (engineering shear
-    ``shear_strain``).
+    ``shear_strain``; on the k ladder the sheared cells only for a step whose
+    unstrained cell has settled: they cost several times more).
     A step is converged when the energy per atom, every stress component of
     the unstrained cell and the shear stress of the sheared cell move by less
     than the tolerances to the next step. SCF and elastic then run with the

@@ -8,7 +8,10 @@ unstrained cell, and the shear stress of the sheared cell (what metals get
 wrong: an under-sampled Fermi surface gives a wrong C44 with every gate
 passing). A point is chosen when all three move by less than the
 tolerances to the next point of its ladder; the ladders run in order
-cutoff -> k-spacing -> smearing, each at the values chosen before it.
+cutoff -> k-spacing -> smearing, each at the values chosen before it. On the
+k ladder a point's sheared cell (few symmetry operations: several times the
+unstrained cell's k-points) runs only when the step it decides has an
+unstrained cell that settled.
 
 No library runs such a ladder on stresses (atomate2 and aiida-qe take
 fixed protocol values; SSSP converges per element on isolated tests), so it
@@ -57,6 +60,7 @@ class _Ladder:
         self.cfg, self.profile, self.dir = cfg, profile, directory
         self.rows: list[dict] = []
         self._cache: dict[tuple, dict] = {}
+        self._shear_job: dict[int, tuple] = {}  # id(row) -> what its sheared cell runs with
         self.cell = 0  # which probe cell the points are on: 0 the stage's input (pre-relaxed or imported), 1 the probe-relaxed one
         self.probe: dict | None = None  # the probe relaxation's facts (record)
         self.set_cell(structure, 0)
@@ -90,38 +94,66 @@ class _Ladder:
             prev = out
         return out
 
-    def point(self, ladder: str, ecut: float, rho: float | None, spacing: float, degauss: float | None) -> dict:
+    def point(self, ladder: str, ecut: float, rho: float | None, spacing: float, degauss: float | None,
+              shear: bool = True) -> dict:
+        """The ladder point at these settings (computed once): the unstrained cell, and the sheared one
+        unless ``shear`` is False (then ``shear_stress_gpa`` stays None until ``add_shear``)."""
         kpts = kmesh(self.structure, {"kspacing_per_a": spacing})
         ident = (self.cell, round(ecut, 6), None if rho is None else round(rho, 6), kpts, degauss)
         if ident in self._cache:
-            return self._cache[ident]
+            row = self._cache[ident]
+            if shear:
+                self.add_shear(row)
+            return row
         prof = self.profile_at(ecut, rho, spacing, degauss)
         name = f"p{len(self._cache):02d}"
-
-        def run(which):
-            cell = self.structure if which == "eq" else self.sheared
-            return self.run_task("static", cell, prof, self.dir / name / which, kpts)
-
-        with ThreadPoolExecutor(max_workers=self.width) as pool:
-            eq, sh = pool.map(run, ("eq", "shear"))
-        for which, out in (("unstrained cell", eq), ("sheared cell", sh)):
-            if not out.ok:
-                raise _Failed(out, f"{ladder} ladder at ecutwfc {ecut} Ry, k {list(kpts)}, {which}")
+        where = f"{ladder} ladder at ecutwfc {ecut} Ry, k {list(kpts)}"
+        run = (lambda which: self._run_cell(which, prof, name, kpts, where))
+        if shear:
+            with ThreadPoolExecutor(max_workers=self.width) as pool:
+                eq, sh = pool.map(run, ("eq", "shear"))
+        else:
+            eq, sh = run("eq"), None
         row = {
             "ladder": ladder, "ecutwfc_ry": ecut, "ecutrho_ry": rho, "kspacing_per_a": spacing, "kpoints": list(kpts),
             "degauss_ry": degauss, "cell": "relaxed" if self.cell else "input", "energy_per_atom_ev": eq.outputs["energy_per_atom_ev"],
-            "stress_gpa": eq.outputs["stress_gpa"], "shear_stress_gpa": sh.outputs["stress_gpa"][0][1],
-            "metallic": eq.outputs.get("engine", {}).get("metallic"),
-            "wall_s": round(sum(o.outputs.get("engine", {}).get("pw_wall_s") or 0.0 for o in (eq, sh)), 2),
+            "stress_gpa": eq.outputs["stress_gpa"], "shear_stress_gpa": None,
+            "metallic": eq.outputs.get("engine", {}).get("metallic"), "wall_s": _pw_wall(eq),
         }
         self._cache[ident] = row
+        self._shear_job[id(row)] = (prof, name, kpts, where)
         self.rows.append(row)
+        if sh is not None:
+            self._fill_shear(row, sh)
         return row
 
+    def add_shear(self, *rows: dict) -> None:
+        """Compute the sheared cell of each row that lacks it (side by side when there are two)."""
+        todo = [r for r in rows if r["shear_stress_gpa"] is None]
+        jobs = [self._shear_job[id(r)] for r in todo]
+        with ThreadPoolExecutor(max_workers=max(1, min(self.width, len(jobs)))) as pool:
+            outs = list(pool.map(lambda j: self._run_cell("shear", *j), jobs))
+        for r, sh in zip(todo, outs):
+            self._fill_shear(r, sh)
+
+    def _run_cell(self, which: str, prof: dict, name: str, kpts, where: str) -> StageOutcome:
+        cell = self.structure if which == "eq" else self.sheared
+        out = self.run_task("static", cell, prof, self.dir / name / which, kpts)
+        if not out.ok:
+            raise _Failed(out, f"{where}, {'unstrained' if which == 'eq' else 'sheared'} cell")
+        return out
+
+    @staticmethod
+    def _fill_shear(row: dict, sh: StageOutcome) -> None:
+        row["shear_stress_gpa"] = sh.outputs["stress_gpa"][0][1]
+        row["wall_s"] = round(row["wall_s"] + _pw_wall(sh), 2)
+
     def changes(self, a: dict, b: dict, energy: bool = True) -> dict[str, float]:
-        """What changed between two points: stress and shear stress (kbar), energy (meV/atom)."""
-        d = {"stress_kbar": float(np.abs(np.subtract(a["stress_gpa"], b["stress_gpa"])).max()) / GPA_PER_KBAR,
-             "shear_stress_kbar": abs(a["shear_stress_gpa"] - b["shear_stress_gpa"]) / GPA_PER_KBAR}
+        """What changed between two points: stress and shear stress (kbar; the shear when both have it),
+        energy (meV/atom)."""
+        d = {"stress_kbar": float(np.abs(np.subtract(a["stress_gpa"], b["stress_gpa"])).max()) / GPA_PER_KBAR}
+        if a["shear_stress_gpa"] is not None and b["shear_stress_gpa"] is not None:
+            d["shear_stress_kbar"] = abs(a["shear_stress_gpa"] - b["shear_stress_gpa"]) / GPA_PER_KBAR
         if energy:
             d["energy_mev_per_atom"] = abs(a["energy_per_atom_ev"] - b["energy_per_atom_ev"]) * 1000
         return d
@@ -137,18 +169,27 @@ class _Ladder:
 
     def moved(self, a: dict, b: dict, energy: bool = True) -> dict[str, float]:
         """What moved between two points, beyond the tolerances (empty: converged)."""
-        limit = {"stress_kbar": self.cfg["stress_tol_kbar"], "shear_stress_kbar": self.shear_tol_kbar(b),
-                 "energy_mev_per_atom": self.cfg["energy_tol_mev_per_atom"]}
-        return {k: round(v, 4) for k, v in self.changes(a, b, energy).items() if v >= limit[k]}
+        d = self.changes(a, b, energy)
+        limit = {"stress_kbar": self.cfg["stress_tol_kbar"], "energy_mev_per_atom": self.cfg["energy_tol_mev_per_atom"]}
+        if "shear_stress_kbar" in d:
+            limit["shear_stress_kbar"] = self.shear_tol_kbar(b)
+        return {k: round(v, 4) for k, v in d.items() if v >= limit[k]}
+
+
+def _pw_wall(out: StageOutcome) -> float:
+    return round(out.outputs.get("engine", {}).get("pw_wall_s") or 0.0, 2)
 
 
 def _deltas(lad: _Ladder, a: dict, b: dict, energy: bool = True) -> str:
     """The changes between two points and the tolerances, as one line of the record's ``why``."""
     d = lad.changes(a, b, energy)
-    parts = [f"stress {d['stress_kbar']:.3f} kbar", f"shear stress {d['shear_stress_kbar']:.3f} kbar"]
+    parts = [f"stress {d['stress_kbar']:.3f} kbar"]
+    if "shear_stress_kbar" in d:
+        parts.append(f"shear stress {d['shear_stress_kbar']:.3f} kbar")
     if energy:
         parts.append(f"energy {d['energy_mev_per_atom']:.3f} meV/atom")
-    return ", ".join(parts) + (f" (tolerances {lad.cfg['stress_tol_kbar']} kbar, shear {lad.shear_tol_kbar(b):.3f} kbar,"
+    shear_tol = f" shear {lad.shear_tol_kbar(b):.3f} kbar," if "shear_stress_kbar" in d else ""
+    return ", ".join(parts) + (f" (tolerances {lad.cfg['stress_tol_kbar']} kbar,{shear_tol}"
                                f" {lad.cfg['energy_tol_mev_per_atom']} meV/atom)")
 
 
@@ -221,9 +262,16 @@ def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss) -> tuple[dict | No
     spacings, limit, refused = _ladder_spacings(lad, start)
     if refused:
         return None, refused
-    prev = lad.point("kspacing", ecut, rho, spacings[0], degauss)
+    # the sheared cell (several times the unstrained cell's k-points: it keeps few symmetry operations)
+    # is computed only for a step whose unstrained cell has settled: a step the energy or stress fails
+    # is not converged whatever the shear stress does
+    prev = lad.point("kspacing", ecut, rho, spacings[0], degauss, shear=False)
     for sp in spacings[1:]:
-        row = lad.point("kspacing", ecut, rho, sp, degauss)
+        row = lad.point("kspacing", ecut, rho, sp, degauss, shear=False)
+        if lad.moved(prev, row):
+            prev = row
+            continue
+        lad.add_shear(prev, row)
         if not lad.moved(prev, row):
             return prev, (f"kspacing_per_a {prev['kspacing_per_a']} (mesh {prev['kpoints']}"
                           f"{'' if degauss is None else f', degauss {degauss} Ry'}): to mesh {row['kpoints']} " + _deltas(lad, prev, row))

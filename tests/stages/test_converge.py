@@ -184,7 +184,29 @@ def test_a_failed_point_retries_with_the_remedy_then_fails_the_stage(monkeypatch
     out = _run(monkeypatch, tmp_path, eng)
     assert not out.ok and out.failure_code == "electronic_not_converged" and "ecutwfc 30" in out.message
     retried = [c for c in eng.calls if c[0] == 30]
-    assert len(retried) == 4 and sum(c[3] for c in retried) == 2  # each cell: first try, then one rung up
+    # each cell that ran: first try, then one rung up (the sheared cell is not started once the unstrained
+    # one has failed when they run one after the other)
+    assert len(retried) in (2, 4) and [c[3] for c in retried].count(True) == len(retried) // 2
+    assert "unstrained cell" in out.message
+
+
+def test_k_ladder_computes_the_sheared_cell_only_for_steps_whose_unstrained_cell_settled(monkeypatch, tmp_path):
+    # stress error 200/nk^2 GPa in the unstrained and the sheared cell: the first steps fail on the unstrained
+    # cell's stress, their sheared cells are never run, and the choice is the first settled step
+    eng = ModelEngine(kerr=2000.0)
+    out = _run(monkeypatch, tmp_path, eng)
+    assert out.ok, out.message
+    k_rows = [r for r in out.outputs["table"] if r["ladder"] == "kspacing"]
+    with_shear = [r for r in k_rows if r["shear_stress_gpa"] is not None]
+    assert 0 < len(with_shear) < len(k_rows)
+    i = next(j for j, r in enumerate(k_rows) if r["kspacing_per_a"] == out.outputs["chosen"]["kspacing_per_a"])
+    assert k_rows[i] in with_shear and k_rows[i + 1] in with_shear  # the deciding step has both cells
+    nk = [r["kpoints"][0] for r in k_rows]
+    err = [200 / n**2 for n in nk]  # GPa: the first step that moves less than 0.05 GPa in stress
+    assert i == next(j for j in range(len(nk) - 1) if err[j] - err[j + 1] < 0.05)
+    assert all(r["shear_stress_gpa"] is None for r in k_rows[:i])
+    sheared_runs = sum(1 for v in eng.cells if v != round(_al().volume, 6) and v != round(_al().volume * 1.02, 6))
+    assert sheared_runs == len([r for r in out.outputs["table"] if r["shear_stress_gpa"] is not None])
 
 
 def test_k_ladder_stops_before_a_mesh_pw_cannot_hold():

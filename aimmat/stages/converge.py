@@ -258,7 +258,11 @@ def _ladder_spacings(lad: _Ladder, start: float) -> tuple[list[float], str | Non
     return spacings, limit, None
 
 
-def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss) -> tuple[dict | None, str]:
+def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss, last_wider: dict | None = None) -> tuple[dict | None, str]:
+    """(the chosen point, why) or (None, why not). ``last_wider``: on the last smearing width, the wider width's
+    choice; when this width's unstrained cell has settled on a mesh with a stress more than twice the tolerance
+    from it, the smearing step fails whatever the shear or a denser mesh adds (each may move the stress by up to
+    the tolerance), so the ladder ends before its sheared cells, the dearest runs of a metal's ladder."""
     spacings, limit, refused = _ladder_spacings(lad, start)
     if refused:
         return None, refused
@@ -271,6 +275,11 @@ def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss) -> tuple[dict | No
         if lad.moved(prev, row):
             prev = row
             continue
+        if last_wider is not None and lad.changes(last_wider, prev, energy=False)["stress_kbar"] > 2 * lad.cfg["stress_tol_kbar"]:
+            return None, (f"smearing not converged down to degauss {degauss} Ry: degauss_ry {last_wider['degauss_ry']} "
+                          f"(mesh {last_wider['kpoints']}) to {degauss} Ry (mesh {prev['kpoints']}, its unstrained cell settled "
+                          f"to mesh {row['kpoints']}) " + _deltas(lad, last_wider, prev, energy=False)
+                          + f"; more than twice the stress tolerance, so its sheared cells were not run")
         lad.add_shear(prev, row)
         if not lad.moved(prev, row):
             return prev, (f"kspacing_per_a {prev['kspacing_per_a']} (mesh {prev['kpoints']}"
@@ -345,8 +354,9 @@ def run_converge(structure, cfg: dict, profile: dict | None, directory: Path, pr
             why.append(_probe_relax(lad, ecut, rho(ecut), sp_cut, degauss0))
         ladder = [d for d in cfg["degauss_ladder_ry"]] if metallic and cfg["degauss_ladder_ry"] else [degauss0]
         results = []
-        for d in ladder:
-            best, line = _k_ladder(lad, ecut, rho(ecut), start, d)
+        for i, d in enumerate(ladder):
+            last_wider = results[-1][1] if results and i == len(ladder) - 1 else None
+            best, line = _k_ladder(lad, ecut, rho(ecut), start, d, last_wider)
             if best is None:
                 return _not_converged(lad, why, line)
             results.append((d, best, line))
@@ -358,7 +368,9 @@ def run_converge(structure, cfg: dict, profile: dict | None, directory: Path, pr
                     return _chosen(lad, why, b1, metallic)
             start = best["kspacing_per_a"]  # a narrower smearing needs at least this mesh
         if len(ladder) > 1:
-            return _not_converged(lad, why, f"smearing not converged down to degauss {ladder[-1]} Ry")
+            (d1, b1, _), (d2, b2, _) = results[-2], results[-1]
+            return _not_converged(lad, why, f"smearing not converged down to degauss {ladder[-1]} Ry: degauss_ry {d1} "
+                                            f"to {d2} Ry " + _deltas(lad, b1, b2, energy=False))
         why.append(results[-1][2])
         return _chosen(lad, why, results[-1][1], metallic)
     except _Failed as exc:

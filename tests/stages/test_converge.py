@@ -23,8 +23,9 @@ def _al() -> Structure:
 class ModelEngine:
     """Stress error ~ A/ecut^3 (Pulay), k error ~ B/nk^2 (oscillation-free), smearing bias ~ C*degauss^2."""
 
-    def __init__(self, metallic=True, pulay=2e5, kerr=80.0, smear=0.0, fail_at=None):
+    def __init__(self, metallic=True, pulay=2e5, kerr=80.0, smear=0.0, fail_at=None, smear_p=0.0):
         self.metallic, self.pulay, self.kerr, self.smear, self.fail_at = metallic, pulay, kerr, smear, fail_at
+        self.smear_p = smear_p  # smearing bias of the pressure (GPa per Ry^2), as the shear's ``smear``
         self.calls, self.relaxes, self.cells, self.relax_fails = [], [], [], False
 
     def __call__(self, task, structure, profile, directory, previous, kpts=None, reuse_from=()):
@@ -52,7 +53,7 @@ class ModelEngine:
         p = -1.0 + self.pulay / ecut**3 * 0.1  # GPa
         k = self.kerr / nk**2 * 0.1
         s = self.smear * d * d
-        stress = np.eye(3) * (p + k)
+        stress = np.eye(3) * (p + k + self.smear_p * d * d)
         if sheared:
             stress[0, 1] = stress[1, 0] = 0.3 + k + s
         return StageOutcome(ok=True, output_present=True, outputs={
@@ -322,3 +323,21 @@ def test_every_point_and_the_choice_use_an_scf_threshold_tight_enough_for_stress
     assert chosen["conv_thr_per_atom"] == want
     # the stages that run with the chosen settings (relax, scf, elastic) get the same threshold
     assert apply_settings({**prof, "conv_thr_per_atom": 1e-9}, chosen)["conv_thr_per_atom"] == want
+
+
+@pytest.mark.parametrize("smear_p, early", [(5000.0, True), (300.0, False)])
+def test_a_smearing_step_the_unstrained_stress_fails_by_twice_the_tolerance_ends_before_its_sheared_cells(
+        monkeypatch, tmp_path, smear_p, early):
+    # pressure bias smear_p * d^2 GPa: 0.02 -> 0.01 Ry moves it 0.0003 * smear_p GPa: 15 kbar (early: more than
+    # twice 0.5 kbar, the narrow width's sheared cells never run) or 0.9 kbar (between one and two tolerances:
+    # the step is judged in full, with the shear, and fails there)
+    eng = ModelEngine(smear_p=smear_p)
+    out = _run(monkeypatch, tmp_path, eng)
+    assert not out.ok and out.failure_code == "not_converged_settings"
+    assert out.message.startswith("smearing not converged down to degauss 0.01 Ry: degauss_ry 0.02")
+    narrow = [r for r in out.outputs["table"] if r["ladder"] == "kspacing" and r["degauss_ry"] == 0.01]
+    assert narrow and ("more than twice" in out.message) is early
+    if early:
+        assert all(r["shear_stress_gpa"] is None for r in narrow) and "shear stress" not in out.message
+    else:
+        assert any(r["shear_stress_gpa"] is not None for r in narrow) and "shear stress" in out.message

@@ -149,10 +149,9 @@ class _Ladder:
         row["wall_s"] = round(row["wall_s"] + _pw_wall(sh), 2)
 
     def changes(self, a: dict, b: dict, energy: bool = True) -> dict[str, float]:
-        """What changed between two points: stress and shear stress (kbar; the shear when both have it),
-        energy (meV/atom)."""
+        """What changed between two points: stress, shear stress when both have it (kbar), energy (meV/atom)."""
         d = {"stress_kbar": float(np.abs(np.subtract(a["stress_gpa"], b["stress_gpa"])).max()) / GPA_PER_KBAR}
-        if a["shear_stress_gpa"] is not None and b["shear_stress_gpa"] is not None:
+        if None not in (a["shear_stress_gpa"], b["shear_stress_gpa"]):
             d["shear_stress_kbar"] = abs(a["shear_stress_gpa"] - b["shear_stress_gpa"]) / GPA_PER_KBAR
         if energy:
             d["energy_mev_per_atom"] = abs(a["energy_per_atom_ev"] - b["energy_per_atom_ev"]) * 1000
@@ -176,7 +175,7 @@ class _Ladder:
         return {k: round(v, 4) for k, v in d.items() if v >= limit[k]}
 
 
-def _pw_wall(out: StageOutcome) -> float:
+def _pw_wall(out: StageOutcome) -> float:  # pw.x's own wall time of one run (s)
     return round(out.outputs.get("engine", {}).get("pw_wall_s") or 0.0, 2)
 
 
@@ -188,9 +187,12 @@ def _deltas(lad: _Ladder, a: dict, b: dict, energy: bool = True) -> str:
         parts.append(f"shear stress {d['shear_stress_kbar']:.3f} kbar")
     if energy:
         parts.append(f"energy {d['energy_mev_per_atom']:.3f} meV/atom")
-    shear_tol = f" shear {lad.shear_tol_kbar(b):.3f} kbar," if "shear_stress_kbar" in d else ""
-    return ", ".join(parts) + (f" (tolerances {lad.cfg['stress_tol_kbar']} kbar,{shear_tol}"
-                               f" {lad.cfg['energy_tol_mev_per_atom']} meV/atom)")
+    tols = [f"{lad.cfg['stress_tol_kbar']} kbar"]
+    if "shear_stress_kbar" in d:
+        tols.append(f"shear {lad.shear_tol_kbar(b):.3f} kbar")
+    if energy:
+        tols.append(f"{lad.cfg['energy_tol_mev_per_atom']} meV/atom")
+    return ", ".join(parts) + f" (tolerances {', '.join(tols)})"
 
 
 def _spacings(structure, start: float, cfg: dict, sheared=None) -> tuple[list[float], str | None]:
@@ -266,9 +268,7 @@ def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss, last_wider: dict |
     spacings, limit, refused = _ladder_spacings(lad, start)
     if refused:
         return None, refused
-    # the sheared cell (several times the unstrained cell's k-points: it keeps few symmetry operations)
-    # is computed only for a step whose unstrained cell has settled: a step the energy or stress fails
-    # is not converged whatever the shear stress does
+    # sheared cells only for a step whose unstrained cell settled (one it fails is lost whatever the shear does)
     prev = lad.point("kspacing", ecut, rho, spacings[0], degauss, shear=False)
     for sp in spacings[1:]:
         row = lad.point("kspacing", ecut, rho, sp, degauss, shear=False)
@@ -279,7 +279,7 @@ def _k_ladder(lad: _Ladder, ecut, rho, start: float, degauss, last_wider: dict |
             return None, (f"smearing not converged down to degauss {degauss} Ry: degauss_ry {last_wider['degauss_ry']} "
                           f"(mesh {last_wider['kpoints']}) to {degauss} Ry (mesh {prev['kpoints']}, its unstrained cell settled "
                           f"to mesh {row['kpoints']}) " + _deltas(lad, last_wider, prev, energy=False)
-                          + f"; more than twice the stress tolerance, so its sheared cells were not run")
+                          + "; more than twice the stress tolerance, so its sheared cells were not run")
         lad.add_shear(prev, row)
         if not lad.moved(prev, row):
             return prev, (f"kspacing_per_a {prev['kspacing_per_a']} (mesh {prev['kpoints']}"

@@ -3,7 +3,8 @@ tolerances (real pw.x): the chosen settings give a C44 within 10% of a run
 on a mesh twice as dense, and the choice is justified by the table (the
 shear stress moved less than its tolerance to the next ladder step).
 
-About an hour per metal on 2 cores: marked heavy (make test-heavy). The
+About 50 minutes for Al on 2 cores (36 min of ladder, 12 for the dense check; Ni ends not_converged_settings
+after about 45), 2026-12-05: marked heavy (make test-heavy). The
 same code prints its figures in bench/converge_metals.py; measured values
 are in the README."""
 

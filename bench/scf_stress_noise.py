@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from converge_metals import default_profile  # noqa: E402  (the converge benches' profile on Debian's folder)
 
 from aimmat.engines.qe.execute import pw_env  # noqa: E402
+from aimmat.engines.qe.parse import parse_pw_output  # noqa: E402
 
 PSEUDO = "Ni.pbesol-n-rrkjus_psl.0.1.UPF"
 A = 3.46  # its ferromagnetic equilibrium (bench/converge_metals.py)
@@ -74,12 +75,12 @@ def run(folder: Path, args, thr: float, mesh: int, density_from: Path | None = N
     (folder / "pw.in").write_text(text)
     out = subprocess.run(["pw.x", "-in", "pw.in"], cwd=folder, capture_output=True, text=True, env=pw_env()).stdout
     (folder / "pw.out").write_text(out)
-    p = re.findall(r"P=\s*([-\d.]+)", out)
+    parsed = parse_pw_output(out)  # pressure and completion as every stage reads them; iterations and accuracy below
     it = re.findall(r"convergence has been achieved in\s+(\d+)", out)
     acc = re.findall(r"estimated scf accuracy\s+<\s+([\d.Ee+-]+)", out)
-    if not p or not it:
+    if not (parsed.job_done and parsed.pressures_kbar and it):
         raise SystemExit(f"pw.x did not finish in {folder}: see {folder / 'pw.out'}")
-    return {"pressure_kbar": float(p[-1]), "iterations": int(it[-1]), "accuracy_ry": float(acc[-1]) if acc else None}
+    return {"pressure_kbar": parsed.pressures_kbar[-1], "iterations": int(it[-1]), "accuracy_ry": float(acc[-1]) if acc else None}
 
 
 def main() -> None:

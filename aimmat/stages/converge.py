@@ -65,7 +65,7 @@ class _Ladder:
         self.probe: dict | None = None  # the probe relaxation's facts (record)
         self.set_cell(structure, 0)
         # stresses are judged to 0.05-0.5 kbar: the SCF must be converged well below that (ConvergeStage.conv_thr_per_atom)
-        self.conv_thr = min(float(profile.get("conv_thr_per_atom") or 1.0), float(cfg.get("conv_thr_per_atom") or 1e-12))
+        self.conv_thr = min(float(profile.get("conv_thr_per_atom") or 1.0), float(cfg["conv_thr_per_atom"]))
         self.width = max(1, min(2, slots.total() // RunProfile.from_profile(profile).ranks))
 
     def set_cell(self, structure, which: int) -> None:
